@@ -1,0 +1,343 @@
+//! Trains an example model on the shipped 8x8 digits (or MNIST) with one optimizer, or with every
+//! optimizer of the registry for a side-by-side comparison.
+//!
+//! ```text
+//! cargo run --release --example train -- --optimizer adabelief
+//! cargo run --release --example train -- --optimizer all --model cnn --chart target/cnn.svg
+//! cargo run --release --example train -- --optimizer adam --data ~/mnist --epochs 2
+//! ```
+//!
+//! Every optimizer starts from the same weights and sees the batches in the same order for a
+//! given `--seed`. Errors (unknown optimizer, missing data, a device that is not compiled in) are
+//! printed and exit with status 2.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use burn::optim::ModuleOptimizer;
+use burn::tensor::Device;
+use clap::{Parser, ValueEnum};
+use firebox::device::{Availability, BackendName, probe};
+use firebox::models::data::{ClassificationData, digits_split, load_mnist};
+use firebox::models::train::{evaluate, train_epoch_with};
+use firebox::models::{Classifier, CnnConfig, MlpConfig};
+use firebox::registry::{build_optimizer, optimizer_names};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Train an example model with firebox's optimizers.
+#[derive(Parser, Debug)]
+#[command(about, long_about = None)]
+struct Cli {
+    /// Optimizer name, or `all` to compare every registered optimizer.
+    #[arg(long, default_value = "adam")]
+    optimizer: String,
+    /// Model to train.
+    #[arg(long, value_enum, default_value_t = ModelKind::Mlp)]
+    model: ModelKind,
+    /// Device: flex, ndarray, wgpu, vulkan, metal or cuda (if compiled in).
+    #[arg(long, default_value = "flex")]
+    device: String,
+    /// Passes over the training data.
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Images per batch.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Learning rate; defaults to the optimizer's registry default.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Seed of the weights, the train/test split and the batch order.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Directory of MNIST IDX files (plain or .gz) to train on instead of the shipped digits.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Use only the first N training images (handy with MNIST on a CPU).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Where to write the SVG chart of the per-epoch training loss.
+    #[arg(long, value_name = "PATH", default_value = "target/train_loss.svg")]
+    chart: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ModelKind {
+    /// Flattened image -> 64 hidden units (ReLU) -> 10 classes.
+    Mlp,
+    /// Two 3x3 convolutions, adaptive average pooling, a linear head.
+    Cnn,
+}
+
+/// The outcome of training with one optimizer.
+struct Run {
+    name: String,
+    lr: f64,
+    losses: Vec<f64>,
+    accuracies: Vec<f64>,
+    seconds: f64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), String> {
+    if cli.epochs == 0 || cli.batch_size == 0 {
+        return Err("--epochs and --batch-size must be positive".into());
+    }
+    let names: Vec<String> = if cli.optimizer == "all" {
+        optimizer_names().into_iter().map(String::from).collect()
+    } else {
+        build_optimizer(&cli.optimizer)?;
+        vec![cli.optimizer.clone()]
+    };
+    let device = open_device(&cli.device)?.autodiff();
+    let (train, test, source) = load_data(cli)?;
+    println!(
+        "{source}: {} training and {} test images of {}x{}; model {:?}, device {}, {} epochs, \
+         batch size {}, seed {}",
+        train.len(),
+        test.len(),
+        train.height,
+        train.width,
+        cli.model,
+        cli.device,
+        cli.epochs,
+        cli.batch_size,
+        cli.seed
+    );
+
+    let mut runs = Vec::new();
+    for name in &names {
+        let (optim, default_lr) = build_optimizer(name)?;
+        let lr = cli.lr.unwrap_or(default_lr);
+        let verbose = names.len() == 1;
+        let run = match cli.model {
+            ModelKind::Mlp => {
+                let classes = train.num_classes().max(10);
+                let config = MlpConfig::for_images(train.height, train.width).with_classes(classes);
+                device.seed(cli.seed);
+                let model = config.init(&device);
+                train_one(name, model, optim, lr, &train, &test, &device, cli, verbose)
+            }
+            ModelKind::Cnn => {
+                let config = CnnConfig::new().with_classes(train.num_classes().max(10));
+                device.seed(cli.seed);
+                let model = config.init(&device);
+                train_one(name, model, optim, lr, &train, &test, &device, cli, verbose)
+            }
+        };
+        if !verbose {
+            println!(
+                "{:<10} loss {:.4}  test accuracy {:.2}%  ({:.1} s)",
+                run.name,
+                last(&run.losses),
+                100.0 * last(&run.accuracies),
+                run.seconds
+            );
+        }
+        runs.push(run);
+    }
+
+    if runs.len() > 1 {
+        print_table(&runs);
+    } else {
+        let run = &runs[0];
+        println!(
+            "final test accuracy with {} (lr {}): {:.2}% in {:.1} s",
+            run.name,
+            run.lr,
+            100.0 * last(&run.accuracies),
+            run.seconds
+        );
+    }
+    let title = format!("{:?} on {source}: mean training loss", cli.model);
+    write_chart(&cli.chart, &title, &runs)
+        .map_err(|e| format!("cannot write the chart {}: {e}", cli.chart.display()))?;
+    println!("loss curves written to {}", cli.chart.display());
+    Ok(())
+}
+
+/// Parses `--device`, checking that the backend is compiled in and, for GPUs, that an adapter
+/// answers.
+fn open_device(name: &str) -> Result<Device, String> {
+    let backend: BackendName = name.parse()?;
+    match probe(backend) {
+        Availability::Ready(device, _) => Ok(device),
+        Availability::Unavailable(reason) => Err(reason),
+    }
+}
+
+/// The training and test sets, and a name for them.
+fn load_data(cli: &Cli) -> Result<(ClassificationData, ClassificationData, &'static str), String> {
+    let (train, test, source) = match &cli.data {
+        None => {
+            let (train, test) = digits_split(cli.seed);
+            (train, test, "digits 8x8")
+        }
+        Some(dir) => {
+            let mnist = load_mnist(dir).map_err(|e| e.to_string())?;
+            (mnist.train, mnist.test, "MNIST")
+        }
+    };
+    let train = match cli.limit {
+        Some(limit) => train.take(limit),
+        None => train,
+    };
+    if train.is_empty() || test.is_empty() {
+        return Err(format!("{source}: the training or test set is empty"));
+    }
+    Ok((train, test, source))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_one<M: Classifier>(
+    name: &str,
+    mut model: M,
+    mut optim: ModuleOptimizer,
+    lr: f64,
+    train: &ClassificationData,
+    test: &ClassificationData,
+    device: &Device,
+    cli: &Cli,
+    verbose: bool,
+) -> Run {
+    let steps = train.num_batches(cli.batch_size);
+    let bar = ProgressBar::new((steps * cli.epochs) as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>10} [{bar:30.cyan/blue}] {pos}/{len} steps {elapsed_precise} {msg}",
+        )
+        .expect("valid progress template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(name.to_string());
+
+    let start = Instant::now();
+    let mut losses = Vec::with_capacity(cli.epochs);
+    let mut accuracies = Vec::with_capacity(cli.epochs);
+    for epoch in 0..cli.epochs {
+        let order_seed = cli.seed.wrapping_mul(1000).wrapping_add(epoch as u64);
+        let batches = train.batches(cli.batch_size, Some(order_seed), device);
+        let (trained, loss) = train_epoch_with(model, &mut optim, lr, batches, |_, loss| {
+            bar.inc(1);
+            bar.set_message(format!("epoch {}/{} loss {loss:.4}", epoch + 1, cli.epochs));
+        });
+        model = trained;
+        let accuracy = evaluate(&model, test);
+        if verbose {
+            bar.suspend(|| {
+                println!(
+                    "epoch {:>3}/{}  train loss {loss:.4}  test accuracy {:.2}%",
+                    epoch + 1,
+                    cli.epochs,
+                    100.0 * accuracy
+                )
+            });
+        }
+        losses.push(loss);
+        accuracies.push(accuracy);
+    }
+    bar.finish_and_clear();
+    Run {
+        name: name.to_string(),
+        lr,
+        losses,
+        accuracies,
+        seconds: start.elapsed().as_secs_f64(),
+    }
+}
+
+fn last(values: &[f64]) -> f64 {
+    values.last().copied().unwrap_or(f64::NAN)
+}
+
+fn print_table(runs: &[Run]) {
+    println!();
+    println!(
+        "| {:<10} | {:>8} | {:>10} | {:>9} | {:>7} |",
+        "optimizer", "lr", "final loss", "test acc", "seconds"
+    );
+    println!(
+        "|{:-<12}|{:->10}|{:->12}|{:->11}|{:->9}|",
+        "", "", "", "", ""
+    );
+    for run in runs {
+        println!(
+            "| {:<10} | {:>8} | {:>10.4} | {:>8.2}% | {:>7.1} |",
+            run.name,
+            run.lr,
+            last(&run.losses),
+            100.0 * last(&run.accuracies),
+            run.seconds
+        );
+    }
+    println!();
+}
+
+/// Draws every run's per-epoch loss as a line; non-finite losses (a diverged run) are left out.
+fn write_chart(path: &Path, title: &str, runs: &[Run]) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let epochs = runs
+        .iter()
+        .map(|r| r.losses.len())
+        .max()
+        .unwrap_or(1)
+        .max(2);
+    let finite = || {
+        runs.iter()
+            .flat_map(|r| r.losses.iter().copied())
+            .filter(|l| l.is_finite())
+    };
+    let y_max = finite().fold(0.0f64, f64::max).max(1e-3) * 1.05;
+    let y_min = finite().fold(f64::INFINITY, f64::min).min(y_max).max(0.0) * 0.95;
+
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d(1usize..epochs, y_min..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("mean training loss")
+        .draw()?;
+    for (i, run) in runs.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let points = run
+            .losses
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.is_finite())
+            .map(|(e, &l)| (e + 1, l));
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(run.name.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! AdaBelief: Adam whose second moment tracks the "belief" `(g − m)²` instead of `g²`.
+//!
+//! Zhuang, Tang, Ding, Tatikonda, Dvornek, Papademetris, Duncan, *AdaBelief Optimizer: Adapting
+//! Stepsizes by the Belief in Observed Gradients*, NeurIPS 2020 (arXiv:2010.07468), Algorithm 2,
+//! with the RAdam rectification (Liu et al. 2020, arXiv:1908.03265, eq. 6–7).
+//!
+//! Numerics follow the official `adabelief-pytorch==0.2.1` (`AdaBelief` class), per parameter:
+//!
+//! ```text
+//! weight_decouple:   θ = θ·(1 − lr·wd)        (fixed_decay: θ = θ·(1 − wd))
+//! else if wd ≠ 0:    g = g + wd·θ             (coupled L2)
+//! t += 1
+//! m = β1·m + (1−β1)·g
+//! s = β2·s + (1−β2)·(g − m)² + eps           eps enters the STATE every step (reference quirk)
+//! amsgrad:           s_max = max(s_max, s)
+//! rectify = false:   θ = θ − lr/(1−β1^t) · m / (sqrt(s or s_max)/sqrt(1−β2^t) + eps)
+//! rectify = true:    ρ∞ = 2/(1−β2) − 1,  ρ_t = ρ∞ − 2tβ2^t/(1−β2^t)
+//!   ρ_t ≥ 5:         r_t = sqrt((ρ_t−4)(ρ_t−2)ρ∞ / ((ρ∞−4)(ρ∞−2)ρ_t))
+//!                    θ = θ − lr·r_t·sqrt(1−β2^t)/(1−β1^t) · m / (sqrt(s) + eps)   (s, never s_max)
+//!   else if degenerated_to_sgd:  θ = θ − lr/(1−β1^t) · m
+//!   else:            no update this step (weight decay still applied)
+//! ```
+//!
+//! Departures from the paper, kept for parity: eps inside the state; the threshold `ρ_t ≥ 5`
+//! (RAdam's paper: `> 4`); in the rectified branch the bias correction is folded into the step size
+//! so the paper's ε becomes `eps/sqrt(1−β2^t)`; the SGD fallback. ρ_t, r_t and every step size are
+//! computed on the host in f64 (ρ₅ = 4.996 misses the threshold by 0.004 for β2 = 0.999).
+
+use burn::config::Config;
+use burn::optim::{LearningRate, ModuleOptimizer, Optimizer};
+use burn::tensor::{Device, Tensor};
+
+use crate::RecordState;
+use crate::validate::{Check, InvalidConfig, assert_finite_lr};
+
+/// Configuration of [`AdaBelief`]; defaults are those of `adabelief-pytorch==0.2.1`.
+#[derive(Config, Debug)]
+pub struct AdaBeliefConfig {
+    /// Decay of the first-moment EMA (β1).
+    #[config(default = 0.9)]
+    pub beta_1: f32,
+    /// Decay of the belief EMA (β2).
+    #[config(default = 0.999)]
+    pub beta_2: f32,
+    /// Added into the belief state every step and to the denominator (reference default 1e-16).
+    #[config(default = 1e-16)]
+    pub epsilon: f32,
+    /// Weight decay: decoupled (AdamW-style) if `weight_decouple`, else a coupled L2 term.
+    #[config(default = 0.0)]
+    pub weight_decay: f32,
+    /// Keep the running maximum of the belief (AMSGrad); used by the update only when
+    /// `rectify` is false.
+    #[config(default = false)]
+    pub amsgrad: bool,
+    /// Decoupled weight decay `θ·(1 − lr·wd)` (true) or coupled L2 (false).
+    #[config(default = true)]
+    pub weight_decouple: bool,
+    /// With `weight_decouple`, decay by `θ·(1 − wd)`, not scaled by the learning rate.
+    #[config(default = false)]
+    pub fixed_decay: bool,
+    /// RAdam rectification of the adaptive step size.
+    #[config(default = true)]
+    pub rectify: bool,
+    /// While the rectification is off (ρ_t < 5), take a momentum-SGD step instead of none.
+    #[config(default = true)]
+    pub degenerated_to_sgd: bool,
+}
+
+impl AdaBeliefConfig {
+    /// Builds the per-parameter optimizer, or names the first invalid field.
+    pub fn try_build(&self) -> Result<AdaBelief, InvalidConfig> {
+        let check = Check("AdaBelief");
+        check.beta("beta_1", self.beta_1)?;
+        check.beta("beta_2", self.beta_2)?;
+        check.positive("epsilon", self.epsilon as f64)?;
+        check.non_negative("weight_decay", self.weight_decay as f64)?;
+        Ok(AdaBelief {
+            beta_1: self.beta_1 as f64,
+            beta_2: self.beta_2 as f64,
+            epsilon: self.epsilon as f64,
+            weight_decay: self.weight_decay as f64,
+            amsgrad: self.amsgrad,
+            weight_decouple: self.weight_decouple,
+            fixed_decay: self.fixed_decay,
+            rectify: self.rectify,
+            degenerated_to_sgd: self.degenerated_to_sgd,
+        })
+    }
+
+    /// Builds the per-parameter optimizer (for `ModuleOptimizer::with_group`).
+    ///
+    /// # Panics
+    /// If a hyperparameter is invalid; the message names the field.
+    pub fn build(&self) -> AdaBelief {
+        self.try_build().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The whole-module optimizer, or names the first invalid field.
+    pub fn try_init(&self) -> Result<ModuleOptimizer, InvalidConfig> {
+        self.try_build().map(ModuleOptimizer::from)
+    }
+
+    /// The whole-module optimizer.
+    ///
+    /// # Panics
+    /// If a hyperparameter is invalid; the message names the field.
+    pub fn init(&self) -> ModuleOptimizer {
+        ModuleOptimizer::from(self.build())
+    }
+}
+
+/// The AdaBelief optimizer for one parameter tensor; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct AdaBelief {
+    beta_1: f64,
+    beta_2: f64,
+    epsilon: f64,
+    weight_decay: f64,
+    amsgrad: bool,
+    weight_decouple: bool,
+    fixed_decay: bool,
+    rectify: bool,
+    degenerated_to_sgd: bool,
+}
+
+/// Per-parameter AdaBelief state.
+#[derive(RecordState, Clone)]
+pub struct AdaBeliefState<const D: usize> {
+    /// Number of steps taken (t).
+    pub time: usize,
+    /// First-moment EMA (m).
+    pub exp_avg: Tensor<D>,
+    /// Belief EMA (s), including the accumulated eps.
+    pub exp_avg_var: Tensor<D>,
+    /// Running maximum of s (AMSGrad only).
+    pub max_exp_avg_var: Option<Tensor<D>>,
+}
+
+/// How the parameter moves on a given step, decided on the host from t alone.
+enum StepKind {
+    /// `θ −= size · m / (sqrt(s)·denom_scale + eps)`.
+    Adaptive { size: f64, denom_scale: f64 },
+    /// `θ −= size · m`.
+    Sgd { size: f64 },
+    /// No parameter update.
+    Skip,
+}
+
+impl AdaBelief {
+    fn step_kind(&self, lr: f64, t: usize) -> StepKind {
+        let t_i = t as i32;
+        let bias_1 = 1.0 - self.beta_1.powi(t_i);
+        let bias_2 = 1.0 - self.beta_2.powi(t_i);
+        if !self.rectify {
+            return StepKind::Adaptive {
+                size: lr / bias_1,
+                denom_scale: 1.0 / bias_2.sqrt(),
+            };
+        }
+        let rho_inf = 2.0 / (1.0 - self.beta_2) - 1.0;
+        let rho_t = rho_inf - 2.0 * t as f64 * self.beta_2.powi(t_i) / bias_2;
+        if rho_t >= 5.0 {
+            let r_t = ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+                / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+                .sqrt();
+            StepKind::Adaptive {
+                size: lr * r_t * bias_2.sqrt() / bias_1,
+                denom_scale: 1.0,
+            }
+        } else if self.degenerated_to_sgd {
+            StepKind::Sgd { size: lr / bias_1 }
+        } else {
+            StepKind::Skip
+        }
+    }
+}
+
+impl Optimizer for AdaBelief {
+    type State<const D: usize> = AdaBeliefState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        assert_finite_lr("AdaBelief", lr);
+        let (tensor, grad) = match (self.weight_decay != 0.0, self.weight_decouple) {
+            (false, _) => (tensor, grad),
+            (true, true) => {
+                let factor = if self.fixed_decay {
+                    1.0 - self.weight_decay
+                } else {
+                    1.0 - lr * self.weight_decay
+                };
+                (tensor.mul_scalar(factor), grad)
+            }
+            (true, false) => {
+                let grad = grad + tensor.clone().mul_scalar(self.weight_decay);
+                (tensor, grad)
+            }
+        };
+        let (time, exp_avg, exp_avg_var, max_exp_avg_var) = match state {
+            Some(s) => (s.time, s.exp_avg, s.exp_avg_var, s.max_exp_avg_var),
+            None => (0, grad.zeros_like(), grad.zeros_like(), None),
+        };
+        let time = time + 1;
+        let exp_avg = exp_avg.mul_scalar(self.beta_1) + grad.clone().mul_scalar(1.0 - self.beta_1);
+        let belief = (grad - exp_avg.clone()).square();
+        let exp_avg_var = (exp_avg_var.mul_scalar(self.beta_2)
+            + belief.mul_scalar(1.0 - self.beta_2))
+        .add_scalar(self.epsilon);
+        let max_exp_avg_var = self.amsgrad.then(|| match max_exp_avg_var {
+            Some(max) => max.max_pair(exp_avg_var.clone()),
+            None => exp_avg_var.clone(),
+        });
+
+        let tensor = match self.step_kind(lr, time) {
+            StepKind::Adaptive { size, denom_scale } => {
+                // Without rectification, AMSGrad's maximum replaces s in the denominator.
+                let s = match (&max_exp_avg_var, self.rectify) {
+                    (Some(max), false) => max.clone(),
+                    _ => exp_avg_var.clone(),
+                };
+                let denom = s.sqrt().mul_scalar(denom_scale).add_scalar(self.epsilon);
+                tensor - (exp_avg.clone() / denom).mul_scalar(size)
+            }
+            StepKind::Sgd { size } => tensor - exp_avg.clone().mul_scalar(size),
+            StepKind::Skip => tensor,
+        };
+        let state = AdaBeliefState {
+            time,
+            exp_avg,
+            exp_avg_var,
+            max_exp_avg_var,
+        };
+        (tensor, Some(state))
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        AdaBeliefState {
+            time: state.time,
+            exp_avg: state.exp_avg.to_device(device),
+            exp_avg_var: state.exp_avg_var.to_device(device),
+            max_exp_avg_var: state.max_exp_avg_var.map(|t| t.to_device(device)),
+        }
+    }
+}

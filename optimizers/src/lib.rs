@@ -1,0 +1,45 @@
+//! # firebox-optim
+//!
+//! Research optimizers for [Burn](https://burn.dev) 0.22.1, each a plain
+//! [`burn::optim::Optimizer`] so it drops into [`ModuleOptimizer`](burn::optim::ModuleOptimizer),
+//! burn-train's `Learner`, parameter groups (`ModuleOptimizer::with_group`), learning-rate
+//! schedulers and burnpack checkpoints unchanged.
+//!
+//! | optimizer | module | reference |
+//! |---|---|---|
+//! | diffGrad | [`diffgrad`] | Dubey et al. 2019, official `diffGrad_v2.py` |
+//! | AdaBelief | [`adabelief`] | Zhuang et al. 2020, `adabelief-pytorch==0.2.1` |
+//! | Adan | [`adan`] (Burn's `AdanConfig`, re-exported) + [`clip`] + [`restart`] | Xie et al. 2022, sail-sg/Adan |
+//! | AdaGrad | Burn's `AdaGradConfig`; [`adagrad_init`] adds PyTorch's initial accumulator | Duchi et al. 2011 |
+//!
+//! Utilities that work with any optimizer:
+//! - [`clip::clip_grad_norm`]: global-norm gradient clipping over all parameters, like
+//!   `torch.nn.utils.clip_grad_norm_` (Burn only clips each tensor by its own norm).
+//! - [`restart::restart`]: drops every parameter's state (Adan's `restart_opt`).
+//! - [`check::find_non_finite_grad`]: names the first parameter whose gradient holds NaN/Inf.
+//! - [`checkpoint::save_atomic`]: writes optimizer state so a crash never leaves a torn file.
+//!
+//! Hyperparameters are validated when the optimizer is built: `try_init` returns an
+//! [`InvalidConfig`] naming the field, `init` panics with the same message.
+#![warn(missing_docs)]
+
+pub mod adabelief;
+pub mod adagrad_init;
+pub mod adan;
+pub mod check;
+pub mod checkpoint;
+pub mod clip;
+pub mod diffgrad;
+pub mod restart;
+mod validate;
+
+pub use adabelief::{AdaBelief, AdaBeliefConfig, AdaBeliefState};
+pub use adagrad_init::{AdaGradInit, AdaGradInitConfig, AdaGradInitState};
+pub use adan::{Adan, AdanConfig, AdanState};
+pub use burn::optim::{AdaGrad, AdaGradConfig, AdaGradState};
+pub use diffgrad::{DiffGrad, DiffGradConfig, DiffGradState};
+pub use validate::InvalidConfig;
+
+// `#[derive(RecordState)]` refers to these through `crate::`; they are Burn's own items.
+#[doc(hidden)]
+pub use burn::optim::{RecordState, StateSink, StateSource, join_index, join_path};

@@ -1,0 +1,18 @@
+//! # firebox
+//!
+//! Research optimizers, quantization passes, parameter-efficient adapters and diffusion samplers
+//! for [Burn](https://burn.dev), written once against Burn's tensor API so they run on every
+//! backend. This umbrella crate re-exports the member crates and hosts the examples and benches.
+//!
+//! - [`optim`]: diffGrad, AdaBelief, Adan extras (global-norm clipping, restart), AdaGrad with
+//!   PyTorch's initial accumulator ([`firebox_optim`]).
+//! - [`models`]: example models and data loaders ([`firebox_models`]).
+//! - [`device`]: run-time choice of the backend among those compiled in.
+//! - [`fixtures`]: the parity-fixture reader and replayer behind `examples/parity.rs`.
+
+pub mod device;
+
+pub use firebox_models as models;
+pub use firebox_optim as optim;
+pub mod fixtures;
+pub mod registry;

@@ -1,0 +1,103 @@
+//! The public parity fixtures (copied from the reference runs into `tests/fixtures/`) replayed
+//! through the same code as `cargo run --example parity`, on every available backend.
+//!
+//! Implemented optimizers must PASS within each file's own tolerance; the ones of later issues
+//! must be reported as SKIP (never PASS, never an error).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use firebox::fixtures::optim::PENDING;
+use firebox::fixtures::{Outcome, run_file};
+
+fn fixture_files(dir: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no fixtures in {}", dir.display());
+    files
+}
+
+fn key_of(file: &Path) -> String {
+    let stem = file.file_stem().unwrap().to_string_lossy();
+    stem.split("__").next().unwrap().to_string()
+}
+
+#[test]
+fn optimizer_fixtures_pass_on_every_backend() {
+    let files = fixture_files("tests/fixtures/optim");
+    let mut problems = Vec::new();
+    let mut passed = 0;
+    for (backend, device) in common::devices() {
+        for file in &files {
+            let key = key_of(file);
+            let outcome = run_file(file, &device)
+                .unwrap_or_else(|e| panic!("{} on {backend}: {e}", file.display()));
+            let expected_skip = PENDING.contains(&key.as_str());
+            match (&outcome, expected_skip) {
+                (Outcome::Pass { .. }, false) => passed += 1,
+                (Outcome::Skip { .. }, true) => {}
+                _ => problems.push(format!("{backend} {} {outcome}", file.display())),
+            }
+        }
+    }
+    assert!(problems.is_empty(), "parity problems:\n{}", problems.join("\n"));
+    assert!(passed >= 30, "only {passed} fixture replays passed");
+}
+
+#[test]
+fn other_fixture_formats_are_skipped_with_the_issue() {
+    let device = common::devices().remove(0).1;
+    for (dir, issue) in [("samplers", "#4"), ("adapters", "#5"), ("quant", "#6")] {
+        let file = std::env::temp_dir().join(format!("firebox-{dir}-{}.json", std::process::id()));
+        let format = match dir {
+            "samplers" => "firebox-sampler-fixture/1",
+            "adapters" => "firebox-adapter-fixture/1",
+            _ => "firebox-quant-fixture/1",
+        };
+        std::fs::write(&file, format!(r#"{{"format":"{format}","key":"x"}}"#)).unwrap();
+        let outcome = run_file(&file, &device).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(outcome.verdict(), "SKIP", "{outcome}");
+        assert!(outcome.to_string().contains(issue), "{outcome}");
+    }
+}
+
+#[test]
+fn malformed_fixtures_are_errors_naming_the_problem() {
+    let device = common::devices().remove(0).1;
+    let original: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/optim/diffgrad__default.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+
+    let mut unknown_format = original.clone();
+    unknown_format["format"] = "firebox-optim-fixture/9".into();
+    let err = firebox::fixtures::run_value(&unknown_format, &device).unwrap_err();
+    assert!(err.contains("unknown fixture format"), "{err}");
+
+    let mut short_grad = original.clone();
+    short_grad["steps"][0]["grads"]["conv.bias"] = serde_json::json!([1.0]);
+    let err = firebox::fixtures::run_value(&short_grad, &device).unwrap_err();
+    assert!(err.contains("steps[0].grads.conv.bias has 1 values"), "{err}");
+
+    let mut unknown_hyper = original.clone();
+    unknown_hyper["hyperparams"]["amsgrad"] = true.into();
+    let outcome = firebox::fixtures::run_value(&unknown_hyper, &device).unwrap();
+    assert_eq!(outcome.verdict(), "SKIP");
+    assert!(outcome.to_string().contains("amsgrad"), "{outcome}");
+
+    let mut wrong_expected = original;
+    wrong_expected["steps"][3]["expected"]["fc.bias"][2] = 123.0.into();
+    let outcome = firebox::fixtures::run_value(&wrong_expected, &device).unwrap();
+    assert!(outcome.is_fail(), "{outcome}");
+    assert!(outcome.to_string().contains("step 3, fc.bias[2]"), "{outcome}");
+}
