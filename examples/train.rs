@@ -39,7 +39,7 @@ struct Cli {
     #[arg(long, default_value = "flex")]
     device: String,
     /// Passes over the training data.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 20)]
     epochs: usize,
     /// Images per batch.
     #[arg(long, default_value_t = 32)]
@@ -137,7 +137,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         };
         if !verbose {
             println!(
-                "{:<10} loss {:.4}  test accuracy {:.2}%  ({:.1} s)",
+                "{:<10} loss {:.4}  test accuracy {:.2}%  ({:.2} s)",
                 run.name,
                 last(&run.losses),
                 100.0 * last(&run.accuracies),
@@ -152,7 +152,7 @@ fn run(cli: &Cli) -> Result<(), String> {
     } else {
         let run = &runs[0];
         println!(
-            "final test accuracy with {} (lr {}): {:.2}% in {:.1} s",
+            "final test accuracy with {} (lr {}): {:.2}% in {:.2} s",
             run.name,
             run.lr,
             100.0 * last(&run.accuracies),
@@ -272,7 +272,7 @@ fn print_table(runs: &[Run]) {
     );
     for run in runs {
         println!(
-            "| {:<10} | {:>8} | {:>10.4} | {:>8.2}% | {:>7.1} |",
+            "| {:<10} | {:>8} | {:>10.4} | {:>8.2}% | {:>7.2} |",
             run.name,
             run.lr,
             last(&run.losses),
@@ -283,7 +283,8 @@ fn print_table(runs: &[Run]) {
     println!();
 }
 
-/// Draws every run's per-epoch loss as a line; non-finite losses (a diverged run) are left out.
+/// Draws every run's per-epoch loss as a line on a log scale; non-finite losses (a diverged run)
+/// are left out.
 fn write_chart(path: &Path, title: &str, runs: &[Run]) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::prelude::*;
 
@@ -301,8 +302,13 @@ fn write_chart(path: &Path, title: &str, runs: &[Run]) -> Result<(), Box<dyn std
             .flat_map(|r| r.losses.iter().copied())
             .filter(|l| l.is_finite())
     };
-    let y_max = finite().fold(0.0f64, f64::max).max(1e-3) * 1.05;
-    let y_min = finite().fold(f64::INFINITY, f64::min).min(y_max).max(0.0) * 0.95;
+    // Cross-entropy spans orders of magnitude over training: a log axis shows them all.
+    let y_max = finite().fold(1e-6f64, f64::max) * 1.2;
+    let y_min = finite()
+        .filter(|&l| l > 0.0)
+        .fold(y_max, f64::min)
+        .min(y_max / 10.0)
+        / 1.2;
 
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -311,11 +317,11 @@ fn write_chart(path: &Path, title: &str, runs: &[Run]) -> Result<(), Box<dyn std
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(64)
-        .build_cartesian_2d(1usize..epochs, y_min..y_max)?;
+        .build_cartesian_2d(1usize..epochs, (y_min..y_max).log_scale())?;
     chart
         .configure_mesh()
         .x_desc("epoch")
-        .y_desc("mean training loss")
+        .y_desc("mean training loss (log scale)")
         .draw()?;
     for (i, run) in runs.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
@@ -323,7 +329,7 @@ fn write_chart(path: &Path, title: &str, runs: &[Run]) -> Result<(), Box<dyn std
             .losses
             .iter()
             .enumerate()
-            .filter(|(_, l)| l.is_finite())
+            .filter(|(_, l)| l.is_finite() && **l > 0.0)
             .map(|(e, &l)| (e + 1, l));
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))?

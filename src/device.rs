@@ -105,10 +105,7 @@ pub fn parse_device(name: &str) -> Result<Device, String> {
 /// The default device of a backend, or an error naming the Cargo feature it needs.
 pub fn device_for(backend: BackendName) -> Result<Device, String> {
     if !backend.is_compiled() {
-        let compiled: Vec<_> = BackendName::compiled()
-            .iter()
-            .map(|b| b.as_str())
-            .collect();
+        let compiled: Vec<_> = BackendName::compiled().iter().map(|b| b.as_str()).collect();
         return Err(format!(
             "device `{backend}` is not compiled into this build: rebuild with `--features {backend}` \
              (compiled in: {})",
@@ -181,7 +178,7 @@ pub fn probe(backend: BackendName) -> Availability {
     });
     std::panic::set_hook(previous_hook);
     match result {
-        Ok((sum, name)) if sum == 4.0 => Availability::Ready(device, name),
+        Ok((4.0, name)) => Availability::Ready(device, name),
         Ok((sum, _)) => Availability::Unavailable(format!(
             "{backend} adapter computed 1+1+1+1 = {sum}; refusing to use it"
         )),

@@ -10,6 +10,8 @@
 //! - [`device`]: run-time choice of the backend among those compiled in.
 //! - [`fixtures`]: the parity-fixture reader and replayer behind `examples/parity.rs`.
 
+#![warn(missing_docs)]
+
 pub mod device;
 
 pub use firebox_models as models;

@@ -56,7 +56,16 @@ fn weight(model: &Linear) -> Vec<f32> {
 
 fn all_values(model: &Linear) -> Vec<f32> {
     let mut v = weight(model);
-    v.extend(model.bias.as_ref().unwrap().val().into_data().try_into_vec_as::<f32>().unwrap());
+    v.extend(
+        model
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .unwrap(),
+    );
     v
 }
 
@@ -94,14 +103,28 @@ fn first_step_closed_forms() {
                 w - lr * sigmoid(g.abs()) * g / (g.abs() + eps / (1.0f64 - 0.999).sqrt())
             })
             .collect();
-        assert_close(&weight(&model), &expected, 1e-6, &format!("diffGrad {backend}"));
+        assert_close(
+            &weight(&model),
+            &expected,
+            1e-6,
+            &format!("diffGrad {backend}"),
+        );
 
         // AdaBelief (rectified): ρ_1 = 1 < 5, so step 1 is momentum SGD: Δθ = −lr·g.
         let mut optim = AdaBeliefConfig::new().init();
         let model = layer(&device);
         let model = optim.step(lr, model.clone(), grads(&model, 1.0));
-        let expected: Vec<f64> = w0.iter().zip(GRAD).map(|(w, g)| w - lr * g as f64).collect();
-        assert_close(&weight(&model), &expected, 1e-6, &format!("AdaBelief {backend}"));
+        let expected: Vec<f64> = w0
+            .iter()
+            .zip(GRAD)
+            .map(|(w, g)| w - lr * g as f64)
+            .collect();
+        assert_close(
+            &weight(&model),
+            &expected,
+            1e-6,
+            &format!("AdaBelief {backend}"),
+        );
 
         // AdaBelief without rectification: s_1 = (1−β2)(β1 g)² + eps, Δθ = −lr·g/(sqrt(s_1/(1−β2)) + eps).
         let mut optim = AdaBeliefConfig::new()
@@ -119,7 +142,12 @@ fn first_step_closed_forms() {
                 w - lr * g / ((s1 / 0.001).sqrt() + 1e-8)
             })
             .collect();
-        assert_close(&weight(&model), &expected, 1e-5, &format!("AdaBelief/no-rectify {backend}"));
+        assert_close(
+            &weight(&model),
+            &expected,
+            1e-5,
+            &format!("AdaBelief/no-rectify {backend}"),
+        );
 
         // AdaGrad with accumulator a: Δθ = −lr·g/(sqrt(a + g²) + eps).
         let mut optim = AdaGradInitConfig::new()
@@ -135,7 +163,12 @@ fn first_step_closed_forms() {
                 w - lr * g / ((0.1 + g * g).sqrt() + 1e-10)
             })
             .collect();
-        assert_close(&weight(&model), &expected, 1e-6, &format!("AdaGrad {backend}"));
+        assert_close(
+            &weight(&model),
+            &expected,
+            1e-6,
+            &format!("AdaGrad {backend}"),
+        );
     }
 }
 
@@ -160,7 +193,12 @@ fn diffgrad_constant_gradient_moves_at_half_speed() {
                     w as f64 - lr * 0.5 * g / (g.abs() + eps)
                 })
                 .collect();
-            assert_close(&weight(&model), &expected, 1e-6, &format!("{backend} t={t}"));
+            assert_close(
+                &weight(&model),
+                &expected,
+                1e-6,
+                &format!("{backend} t={t}"),
+            );
         }
     }
 }
@@ -179,21 +217,39 @@ fn adabelief_takes_large_steps_when_the_gradient_is_predictable() {
             model = optim.step(lr, model.clone(), grads(&model, 1.0));
             let step = (before - weight(&model)[0]).abs() as f64;
             if t > 1 {
-                assert!(step > last, "{backend}: step {t} = {step} not larger than {last}");
+                assert!(
+                    step > last,
+                    "{backend}: step {t} = {step} not larger than {last}"
+                );
             }
             last = step;
         }
         // Adam's step for a constant gradient stays ≈ lr; AdaBelief's is 2.7·lr by step 30
         // (s_t → 0.00426·g² as t → ∞, so it keeps growing towards ≈ 15·lr).
-        assert!(last > 2.5 * lr, "{backend}: step after 30 iterations only {last}");
+        assert!(
+            last > 2.5 * lr,
+            "{backend}: step after 30 iterations only {last}"
+        );
     }
 }
 
-fn stateful_optimizers() -> Vec<(&'static str, fn() -> ModuleOptimizer)> {
+/// A named constructor of a fresh optimizer.
+type MakeOptimizer = (&'static str, fn() -> ModuleOptimizer);
+
+fn stateful_optimizers() -> Vec<MakeOptimizer> {
     vec![
-        ("diffgrad", || DiffGradConfig::new().with_weight_decay(0.01).init()),
-        ("adabelief", || AdaBeliefConfig::new().with_amsgrad(true).with_rectify(false).init()),
-        ("adabelief-rectified", || AdaBeliefConfig::new().with_weight_decay(0.1).init()),
+        ("diffgrad", || {
+            DiffGradConfig::new().with_weight_decay(0.01).init()
+        }),
+        ("adabelief", || {
+            AdaBeliefConfig::new()
+                .with_amsgrad(true)
+                .with_rectify(false)
+                .init()
+        }),
+        ("adabelief-rectified", || {
+            AdaBeliefConfig::new().with_weight_decay(0.1).init()
+        }),
         ("adagrad-init", || {
             AdaGradInitConfig::new()
                 .with_initial_accumulator_value(0.1)
@@ -263,6 +319,20 @@ struct TwoLayers {
     head: Linear,
 }
 
+/// Gradients of a [`TwoLayers`]: the encoder's from [`grads`] with `encoder_scale`, the head's
+/// with `head_scale`.
+fn two_layer_grads(model: &TwoLayers, encoder_scale: f32, head_scale: f32) -> GradientsParams {
+    let mut g = grads(&model.encoder, encoder_scale);
+    let h = grads(&model.head, head_scale);
+    let head_bias = model.head.bias.as_ref().unwrap().id;
+    g.register(
+        model.head.weight.id,
+        h.get::<2>(model.head.weight.id).unwrap(),
+    );
+    g.register(head_bias, h.get::<1>(head_bias).unwrap());
+    g
+}
+
 #[test]
 fn parameter_groups_run_two_optimizers_side_by_side() {
     let lr = 0.01;
@@ -280,21 +350,21 @@ fn parameter_groups_run_two_optimizers_side_by_side() {
         let mut alone_adabelief = AdaBeliefConfig::new().init();
         let (mut model, mut encoder, mut head) = (model, layer(&device), layer(&device));
         for scale in [1.0, -0.5, 0.25, 2.0, 0.1, 0.1, 0.1] {
-            let mut g = grads(&model.encoder, scale);
-            let h = grads(&model.head, -scale);
-            for (id, tensor) in [
-                (model.head.weight.id, h.get::<2>(model.head.weight.id).unwrap()),
-            ] {
-                g.register(id, tensor);
-            }
-            let head_bias = model.head.bias.as_ref().unwrap().id;
-            g.register(head_bias, h.get::<1>(head_bias).unwrap());
+            let g = two_layer_grads(&model, scale, -scale);
             model = grouped.step(lr, model, g);
             encoder = alone_diffgrad.step(lr, encoder.clone(), grads(&encoder, scale));
             head = alone_adabelief.step(lr, head.clone(), grads(&head, -scale));
         }
-        assert_eq!(all_values(&model.encoder), all_values(&encoder), "{backend}: encoder");
-        assert_eq!(all_values(&model.head), all_values(&head), "{backend}: head");
+        assert_eq!(
+            all_values(&model.encoder),
+            all_values(&encoder),
+            "{backend}: encoder"
+        );
+        assert_eq!(
+            all_values(&model.head),
+            all_values(&head),
+            "{backend}: head"
+        );
     }
 }
 
@@ -302,7 +372,10 @@ fn parameter_groups_run_two_optimizers_side_by_side() {
 fn adagrad_init_equals_burn_adagrad_from_zero() {
     // With a zero initial accumulator the firebox extension is Burn's AdaGrad exactly.
     for (backend, device) in common::devices() {
-        let mut burn_optim = AdaGradConfig::new().with_epsilon(1e-10).with_lr_decay(0.05).init();
+        let mut burn_optim = AdaGradConfig::new()
+            .with_epsilon(1e-10)
+            .with_lr_decay(0.05)
+            .init();
         let mut ours = AdaGradInitConfig::new().with_lr_decay(0.05).init();
         let (mut a, mut b) = (layer(&device), layer(&device));
         for scale in [1.0, 0.5, -2.0, 0.1] {
@@ -323,43 +396,92 @@ fn global_norm_clipping_scales_all_gradients_together() {
         let mut g = grads(&model, 1.0);
         // ‖g‖² = Σ GRAD² + 1 + 1
         let expected_norm = (GRAD.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() + 2.0).sqrt();
-        assert!((grad_norm(&model, &g) - expected_norm).abs() < 1e-5, "{backend}");
+        assert!(
+            (grad_norm(&model, &g) - expected_norm).abs() < 1e-5,
+            "{backend}"
+        );
 
         let norm = clip_grad_norm(&model, &mut g, 1.0);
-        assert!((norm - expected_norm).abs() < 1e-5, "{backend}: returned norm");
+        assert!(
+            (norm - expected_norm).abs() < 1e-5,
+            "{backend}: returned norm"
+        );
         let clipped = grad_norm(&model, &g);
-        assert!((clipped - 1.0).abs() < 1e-5, "{backend}: clipped norm {clipped}");
+        assert!(
+            (clipped - 1.0).abs() < 1e-5,
+            "{backend}: clipped norm {clipped}"
+        );
         // Direction kept: each element scaled by the same factor.
-        let w: Vec<f32> = g.get::<2>(model.weight.id).unwrap().into_data().try_into_vec_as().unwrap();
+        let w: Vec<f32> = g
+            .get::<2>(model.weight.id)
+            .unwrap()
+            .into_data()
+            .try_into_vec_as()
+            .unwrap();
         let c = 1.0 / (expected_norm + 1e-6);
         for (got, raw) in w.iter().zip(GRAD) {
-            assert!((*got as f64 - raw as f64 * c).abs() < 1e-6, "{backend}: {got} vs {raw}·{c}");
+            assert!(
+                (*got as f64 - raw as f64 * c).abs() < 1e-6,
+                "{backend}: {got} vs {raw}·{c}"
+            );
         }
 
         // Below the threshold nothing changes.
         let mut small = grads(&model, 1e-3);
-        let before: Vec<f32> = small.get::<2>(model.weight.id).unwrap().into_data().try_into_vec_as().unwrap();
+        let before: Vec<f32> = small
+            .get::<2>(model.weight.id)
+            .unwrap()
+            .into_data()
+            .try_into_vec_as()
+            .unwrap();
         GlobalNormClip::new(10.0).apply(&model, &mut small);
-        let after: Vec<f32> = small.get::<2>(model.weight.id).unwrap().into_data().try_into_vec_as().unwrap();
+        let after: Vec<f32> = small
+            .get::<2>(model.weight.id)
+            .unwrap()
+            .into_data()
+            .try_into_vec_as()
+            .unwrap();
         assert_eq!(before, after, "{backend}");
     }
 }
 
 #[test]
 fn invalid_hyperparameters_are_rejected_naming_the_field() {
-    let err = AdaBeliefConfig::new().with_beta_2(1.0).try_init().err().unwrap();
-    assert_eq!(err.to_string(), "AdaBelief: invalid `beta_2` = 1e0: must be in [0, 1)");
-    let err = DiffGradConfig::new().with_epsilon(0.0).try_init().err().unwrap();
+    let err = AdaBeliefConfig::new()
+        .with_beta_2(1.0)
+        .try_init()
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "AdaBelief: invalid `beta_2` = 1e0: must be in [0, 1)"
+    );
+    let err = DiffGradConfig::new()
+        .with_epsilon(0.0)
+        .try_init()
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("`epsilon`"), "{err}");
-    let err = DiffGradConfig::new().with_beta_1(-0.1).try_init().err().unwrap();
+    let err = DiffGradConfig::new()
+        .with_beta_1(-0.1)
+        .try_init()
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("`beta_1`"), "{err}");
     let err = AdaGradInitConfig::new()
         .with_initial_accumulator_value(f32::NAN)
         .try_init()
         .err()
         .unwrap();
-    assert!(err.to_string().contains("`initial_accumulator_value`"), "{err}");
-    let err = AdaBeliefConfig::new().with_weight_decay(-1.0).try_init().err().unwrap();
+    assert!(
+        err.to_string().contains("`initial_accumulator_value`"),
+        "{err}"
+    );
+    let err = AdaBeliefConfig::new()
+        .with_weight_decay(-1.0)
+        .try_init()
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("`weight_decay`"), "{err}");
 }
 
@@ -394,13 +516,67 @@ fn non_finite_gradients_are_traced_to_their_parameter() {
         g.register(
             model.head.weight.id,
             Tensor::<2>::from_data(
-                TensorData::new(vec![0.0f32, f32::NAN, 1.0, f32::INFINITY, f32::NAN, 0.0], [3, 2]),
+                TensorData::new(
+                    vec![0.0f32, f32::NAN, 1.0, f32::INFINITY, f32::NAN, 0.0],
+                    [3, 2],
+                ),
                 &device,
             ),
         );
         let bad = find_non_finite_grad(&model, &g).expect("a non-finite gradient");
         assert_eq!(bad.path, "head.weight", "{backend}");
         assert_eq!((bad.nan, bad.inf), (2, 1), "{backend}");
-        assert!(bad.to_string().contains("`head.weight`: 2 NaN and 1 Inf"), "{bad}");
+        assert!(
+            bad.to_string().contains("`head.weight`: 2 NaN and 1 Inf"),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn per_group_learning_rates_from_a_module_lr_scheduler() {
+    use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
+    for (backend, device) in common::devices() {
+        // Encoder follows a cosine schedule, the head a constant 1e-3, both under one AdaBelief.
+        let mut scheduler = CosineAnnealingLrSchedulerConfig::new(0.02, 5)
+            .init()
+            .unwrap()
+            .with_group(ParamGroup::from_predicate("head"), 1e-3f64);
+        let mut optim = AdaBeliefConfig::new().init();
+        let (mut alone_encoder, mut alone_head) =
+            (AdaBeliefConfig::new().init(), AdaBeliefConfig::new().init());
+        let mut model = TwoLayers {
+            encoder: layer(&device),
+            head: layer(&device),
+        };
+        let (mut encoder, mut head) = (layer(&device), layer(&device));
+        let mut encoder_lrs = Vec::new();
+        for scale in [1.0, -0.5, 0.25, 2.0, 0.1, 0.1, 0.1, -1.0] {
+            let lrs = scheduler.step();
+            let encoder_lr = lrs.lr_from_param(model.encoder.weight.id, Some("encoder.weight"));
+            let head_lr = lrs.lr_from_param(model.head.weight.id, Some("head.weight"));
+            assert_eq!(head_lr, 1e-3, "{backend}");
+            encoder_lrs.push(encoder_lr);
+
+            let g = two_layer_grads(&model, scale, scale);
+            model = optim.step(lrs, model, g);
+            encoder = alone_encoder.step(encoder_lr, encoder.clone(), grads(&encoder, scale));
+            head = alone_head.step(head_lr, head.clone(), grads(&head, scale));
+        }
+        // The cosine schedule really varied the encoder's learning rate.
+        assert!(
+            encoder_lrs[0] > 0.019 && encoder_lrs[4] < 0.005,
+            "{backend}: {encoder_lrs:?}"
+        );
+        assert_eq!(
+            all_values(&model.encoder),
+            all_values(&encoder),
+            "{backend}: encoder"
+        );
+        assert_eq!(
+            all_values(&model.head),
+            all_values(&head),
+            "{backend}: head"
+        );
     }
 }

@@ -46,7 +46,11 @@ fn optimizer_fixtures_pass_on_every_backend() {
             }
         }
     }
-    assert!(problems.is_empty(), "parity problems:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "parity problems:\n{}",
+        problems.join("\n")
+    );
     assert!(passed >= 30, "only {passed} fixture replays passed");
 }
 
@@ -73,7 +77,8 @@ fn malformed_fixtures_are_errors_naming_the_problem() {
     let device = common::devices().remove(0).1;
     let original: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/optim/diffgrad__default.json"),
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/optim/diffgrad__default.json"),
         )
         .unwrap(),
     )
@@ -87,7 +92,10 @@ fn malformed_fixtures_are_errors_naming_the_problem() {
     let mut short_grad = original.clone();
     short_grad["steps"][0]["grads"]["conv.bias"] = serde_json::json!([1.0]);
     let err = firebox::fixtures::run_value(&short_grad, &device).unwrap_err();
-    assert!(err.contains("steps[0].grads.conv.bias has 1 values"), "{err}");
+    assert!(
+        err.contains("steps[0].grads.conv.bias has 1 values"),
+        "{err}"
+    );
 
     let mut unknown_hyper = original.clone();
     unknown_hyper["hyperparams"]["amsgrad"] = true.into();
@@ -99,5 +107,8 @@ fn malformed_fixtures_are_errors_naming_the_problem() {
     wrong_expected["steps"][3]["expected"]["fc.bias"][2] = 123.0.into();
     let outcome = firebox::fixtures::run_value(&wrong_expected, &device).unwrap();
     assert!(outcome.is_fail(), "{outcome}");
-    assert!(outcome.to_string().contains("step 3, fc.bias[2]"), "{outcome}");
+    assert!(
+        outcome.to_string().contains("step 3, fc.bias[2]"),
+        "{outcome}"
+    );
 }

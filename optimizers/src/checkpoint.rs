@@ -24,9 +24,12 @@ use burn::tensor::Bytes;
 /// is left as it was.
 pub fn save_atomic(optimizer: &ModuleOptimizer, path: impl AsRef<Path>) -> Result<(), String> {
     let path = path.as_ref();
-    let bytes = optimizer
-        .into_bytes()
-        .map_err(|e| format!("cannot serialize optimizer state for {}: {e}", path.display()))?;
+    let bytes = optimizer.into_bytes().map_err(|e| {
+        format!(
+            "cannot serialize optimizer state for {}: {e}",
+            path.display()
+        )
+    })?;
     write_atomic(path, &bytes)
 }
 

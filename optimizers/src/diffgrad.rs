@@ -126,8 +126,8 @@ impl Optimizer for DiffGrad {
         };
         let time = time + 1;
         let exp_avg = exp_avg.mul_scalar(self.beta_1) + grad.clone().mul_scalar(1.0 - self.beta_1);
-        let exp_avg_sq =
-            exp_avg_sq.mul_scalar(self.beta_2) + grad.clone().square().mul_scalar(1.0 - self.beta_2);
+        let exp_avg_sq = exp_avg_sq.mul_scalar(self.beta_2)
+            + grad.clone().square().mul_scalar(1.0 - self.beta_2);
         // AbsSig friction (eq. 5); the argument is <= 0 so exp cannot overflow.
         let friction = (previous_grad - grad.clone())
             .abs()
@@ -137,7 +137,8 @@ impl Optimizer for DiffGrad {
             .recip();
         let t = time as i32;
         let step_size = lr * (1.0 - self.beta_2.powi(t)).sqrt() / (1.0 - self.beta_1.powi(t));
-        let update = exp_avg.clone() * friction / exp_avg_sq.clone().sqrt().add_scalar(self.epsilon);
+        let update =
+            exp_avg.clone() * friction / exp_avg_sq.clone().sqrt().add_scalar(self.epsilon);
         let tensor = tensor - update.mul_scalar(step_size);
         let state = DiffGradState {
             time,

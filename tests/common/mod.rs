@@ -32,7 +32,9 @@ fn probe_all() -> Vec<(BackendName, Device)> {
         match probe(backend) {
             Availability::Ready(device, adapter) => {
                 if backend.needs_adapter() {
-                    report(&format!("[firebox tests] {backend}: using adapter {adapter}"));
+                    report(&format!(
+                        "[firebox tests] {backend}: using adapter {adapter}"
+                    ));
                 }
                 devices.push((backend, device));
             }
