@@ -83,6 +83,7 @@ fn learner_trains_with_adam_and_writes_nothing_here() {
 
     let loss = train::learner_digits_epoch(AdamConfig::new().init(), 1e-2, &Device::flex(), 3)
         .expect("Learner run");
+    println!("one Learner epoch with Adam: train loss {loss:.4}");
     // ln(10) = 2.30 is chance level; one epoch of Adam gets well below.
     assert!(loss.is_finite() && loss < 1.5, "{loss}");
 
@@ -115,6 +116,10 @@ fn learner_reports_every_epoch() {
         &options,
     )
     .unwrap();
+    println!(
+        "{:?} {:?} {:?}",
+        report.train_loss, report.valid_loss, report.valid_accuracy
+    );
     assert_eq!(report.train_loss.len(), 2);
     assert_eq!(report.valid_loss.len(), 2);
     assert_eq!(report.valid_accuracy.len(), 2);
