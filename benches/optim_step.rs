@@ -10,7 +10,6 @@
 
 use std::hint::black_box;
 
-use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Tensor};
@@ -37,11 +36,11 @@ fn bench_backend(c: &mut Criterion, backend: BackendName, device: Device) {
         let grad = Tensor::<2>::random([side, side], Distribution::Normal(0.0, 1e-2), &device);
         for name in optimizer_names() {
             let (mut optim, lr) = build_optimizer(name).expect("registry name");
+            // Parameters on the autodiff device as in training; the gradient is a plain tensor.
             let mut model = Some(
                 LinearConfig::new(side, side)
                     .with_bias(false)
-                    .init(&device)
-                    .no_grad(),
+                    .init(&device.clone().autodiff()),
             );
             group.bench_function(BenchmarkId::new(name, params), |b| {
                 b.iter(|| {
