@@ -27,11 +27,11 @@
 //! computed on the host in f64 (ρ₅ = 4.996 misses the threshold by 0.004 for β2 = 0.999).
 
 use burn::config::Config;
-use burn::optim::{LearningRate, ModuleOptimizer, Optimizer};
+use burn::optim::{LearningRate, Optimizer};
 use burn::tensor::{Device, Tensor};
 
 use crate::RecordState;
-use crate::validate::{Check, InvalidConfig, assert_finite_lr};
+use crate::validate::{Check, InvalidConfig, assert_finite_lr, config_constructors};
 
 /// Configuration of [`AdaBelief`]; defaults are those of `adabelief-pytorch==0.2.1`.
 #[derive(Config, Debug)]
@@ -86,28 +86,9 @@ impl AdaBeliefConfig {
             degenerated_to_sgd: self.degenerated_to_sgd,
         })
     }
-
-    /// Builds the per-parameter optimizer (for `ModuleOptimizer::with_group`).
-    ///
-    /// # Panics
-    /// If a hyperparameter is invalid; the message names the field.
-    pub fn build(&self) -> AdaBelief {
-        self.try_build().unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// The whole-module optimizer, or names the first invalid field.
-    pub fn try_init(&self) -> Result<ModuleOptimizer, InvalidConfig> {
-        self.try_build().map(ModuleOptimizer::from)
-    }
-
-    /// The whole-module optimizer.
-    ///
-    /// # Panics
-    /// If a hyperparameter is invalid; the message names the field.
-    pub fn init(&self) -> ModuleOptimizer {
-        ModuleOptimizer::from(self.build())
-    }
 }
+
+config_constructors!(AdaBeliefConfig, AdaBelief);
 
 /// The AdaBelief optimizer for one parameter tensor; see the [module docs](self).
 #[derive(Clone, Debug)]

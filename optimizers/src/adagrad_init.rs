@@ -17,11 +17,11 @@
 //! otherwise. Both default `epsilon` differently: Burn 1e-5, PyTorch (and this config) 1e-10.
 
 use burn::config::Config;
-use burn::optim::{LearningRate, ModuleOptimizer, Optimizer};
+use burn::optim::{LearningRate, Optimizer};
 use burn::tensor::{Device, Tensor};
 
 use crate::RecordState;
-use crate::validate::{Check, InvalidConfig, assert_finite_lr};
+use crate::validate::{Check, InvalidConfig, assert_finite_lr, config_constructors};
 
 /// Configuration of [`AdaGradInit`]; defaults are those of `torch.optim.Adagrad`.
 #[derive(Config, Debug)]
@@ -58,28 +58,9 @@ impl AdaGradInitConfig {
             epsilon: self.epsilon as f64,
         })
     }
-
-    /// Builds the per-parameter optimizer (for `ModuleOptimizer::with_group`).
-    ///
-    /// # Panics
-    /// If a hyperparameter is invalid; the message names the field.
-    pub fn build(&self) -> AdaGradInit {
-        self.try_build().unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// The whole-module optimizer, or names the first invalid field.
-    pub fn try_init(&self) -> Result<ModuleOptimizer, InvalidConfig> {
-        self.try_build().map(ModuleOptimizer::from)
-    }
-
-    /// The whole-module optimizer.
-    ///
-    /// # Panics
-    /// If a hyperparameter is invalid; the message names the field.
-    pub fn init(&self) -> ModuleOptimizer {
-        ModuleOptimizer::from(self.build())
-    }
 }
+
+config_constructors!(AdaGradInitConfig, AdaGradInit);
 
 /// AdaGrad with a seeded accumulator for one parameter tensor; see the [module docs](self).
 #[derive(Clone, Debug)]

@@ -21,11 +21,11 @@
 //! `eps/sqrt(1−β2^t)`. Scalars (bias corrections, step size) are computed on the host in f64.
 
 use burn::config::Config;
-use burn::optim::{LearningRate, ModuleOptimizer, Optimizer};
+use burn::optim::{LearningRate, Optimizer};
 use burn::tensor::{Device, Tensor};
 
 use crate::RecordState;
-use crate::validate::{Check, InvalidConfig, assert_finite_lr};
+use crate::validate::{Check, InvalidConfig, assert_finite_lr, config_constructors};
 
 /// Configuration of [`DiffGrad`]; defaults are those of the official `diffGrad_v2.py`.
 #[derive(Config, Debug)]
@@ -59,28 +59,9 @@ impl DiffGradConfig {
             weight_decay: self.weight_decay as f64,
         })
     }
-
-    /// Builds the per-parameter optimizer (for `ModuleOptimizer::with_group`).
-    ///
-    /// # Panics
-    /// If a hyperparameter is invalid; the message names the field.
-    pub fn build(&self) -> DiffGrad {
-        self.try_build().unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// The whole-module optimizer, or names the first invalid field.
-    pub fn try_init(&self) -> Result<ModuleOptimizer, InvalidConfig> {
-        self.try_build().map(ModuleOptimizer::from)
-    }
-
-    /// The whole-module optimizer.
-    ///
-    /// # Panics
-    /// If a hyperparameter is invalid; the message names the field.
-    pub fn init(&self) -> ModuleOptimizer {
-        ModuleOptimizer::from(self.build())
-    }
 }
+
+config_constructors!(DiffGradConfig, DiffGrad);
 
 /// The diffGrad optimizer for one parameter tensor; see the [module docs](self).
 #[derive(Clone, Debug)]

@@ -75,3 +75,35 @@ pub(crate) fn assert_finite_lr(optimizer: &str, lr: f64) {
         "{optimizer}: the learning rate must be finite, got {lr}"
     );
 }
+
+/// Generates a config's `build`, `try_init` and `init` from its `try_build`, so every optimizer
+/// config validates the same way and offers the same constructors as Burn's configs.
+macro_rules! config_constructors {
+    ($config:ty, $optim:ty) => {
+        impl $config {
+            /// Builds the per-parameter optimizer (for `ModuleOptimizer::with_group`).
+            ///
+            /// # Panics
+            /// If a hyperparameter is invalid; the message names the field.
+            pub fn build(&self) -> $optim {
+                self.try_build().unwrap_or_else(|e| panic!("{e}"))
+            }
+
+            /// The whole-module optimizer, or an error naming the first invalid field.
+            pub fn try_init(
+                &self,
+            ) -> Result<burn::optim::ModuleOptimizer, $crate::validate::InvalidConfig> {
+                self.try_build().map(burn::optim::ModuleOptimizer::from)
+            }
+
+            /// The whole-module optimizer.
+            ///
+            /// # Panics
+            /// If a hyperparameter is invalid; the message names the field.
+            pub fn init(&self) -> burn::optim::ModuleOptimizer {
+                burn::optim::ModuleOptimizer::from(self.build())
+            }
+        }
+    };
+}
+pub(crate) use config_constructors;
