@@ -29,6 +29,7 @@ pub mod adan;
 pub mod check;
 pub mod checkpoint;
 pub mod clip;
+pub mod curvature;
 pub mod diffgrad;
 pub mod restart;
 mod validate;

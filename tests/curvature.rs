@@ -1,0 +1,157 @@
+//! Curvature machinery against closed forms: the finite-difference Hessian-vector product on a
+//! quadratic, and Hutchinson's diagonal on a separable objective, on every available backend.
+
+mod common;
+
+use burn::module::{Module, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor, TensorData};
+use firebox::optim::curvature::directions::rademacher;
+use firebox::optim::curvature::hutchinson::hutchinson_diagonal;
+use firebox::optim::curvature::hvp::{StepSize, hvp};
+
+const N: usize = 5;
+
+/// A symmetric (indefinite) matrix, row-major.
+fn matrix() -> Vec<f64> {
+    let mut a = vec![0.0; N * N];
+    for i in 0..N {
+        for j in 0..N {
+            a[i * N + j] = ((i + 1) as f64 * 0.7 + (j + 1) as f64 * 0.7).sin()
+                + if i == j { 1.5 } else { 0.0 };
+        }
+    }
+    a
+}
+
+#[derive(Module, Debug)]
+struct Point {
+    x: Param<Tensor<1>>,
+}
+
+fn point(device: &Device) -> Point {
+    let device = device.clone().autodiff();
+    let x = [0.3f32, -1.2, 0.8, 2.0, -0.4];
+    Point {
+        x: Param::from_tensor(Tensor::from_data(TensorData::new(x.to_vec(), [N]), &device)),
+    }
+}
+
+/// Gradient of `½ xᵀ A x` by autodiff.
+fn quadratic_grad(model: &Point) -> GradientsParams {
+    let device = model.x.val().device();
+    let a: Vec<f32> = matrix().iter().map(|&v| v as f32).collect();
+    let a = Tensor::<2>::from_data(TensorData::new(a, [N, N]), &device);
+    let x = model.x.val();
+    let ax = a.matmul(x.clone().reshape([N, 1])).reshape([N]);
+    let loss = (x * ax).sum().mul_scalar(0.5);
+    GradientsParams::from_grads(loss.backward(), model)
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f64> {
+    t.into_data()
+        .try_into_vec_as::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect()
+}
+
+#[test]
+fn finite_difference_hvp_of_a_quadratic_is_a_times_v() {
+    let a = matrix();
+    for (backend, device) in common::devices() {
+        let model = point(&device);
+        for seed in [1u64, 2, 3] {
+            device.seed(seed);
+            let v = rademacher(&model);
+            let v_host = values(v.get::<1>(model.x.id).unwrap());
+            let hv = hvp(&model, &v, StepSize::Auto, quadratic_grad);
+            let got = values(hv.get::<1>(model.x.id).unwrap());
+            // For a quadratic the central difference has no truncation error; what remains is the
+            // f32 rounding of the two gradients (≈ N·ε·‖A‖·‖x‖ each) divided by 2r, with
+            // r·‖v‖ = ∛ε·(1 + ‖x‖) ≈ 0.017: ≈ 1e-4·‖A‖. The bound 2e-3·max|Av| leaves
+            // ~10x headroom and still catches a wrong sign, scale or step.
+            let av: Vec<f64> = (0..N)
+                .map(|i| (0..N).map(|j| a[i * N + j] * v_host[j]).sum())
+                .collect();
+            let scale = av.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            for i in 0..N {
+                assert!(
+                    (got[i] - av[i]).abs() <= 2e-3 * scale,
+                    "{backend} seed {seed}: (Hv)[{i}] = {}, Av = {}",
+                    got[i],
+                    av[i]
+                );
+            }
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+struct Separable {
+    a: Param<Tensor<1>>,
+    b: Param<Tensor<2>>,
+}
+
+const A0: [f32; 3] = [0.5, -1.0, 1.5];
+const B0: [f32; 4] = [0.2, -0.7, 1.1, 0.0];
+const C_A: [f64; 3] = [1.0, 2.0, 0.5];
+const C_B: [f64; 4] = [3.0, 0.25, 1.0, 2.0];
+
+fn separable(device: &Device) -> Separable {
+    let device = device.clone().autodiff();
+    Separable {
+        a: Param::from_tensor(Tensor::from_data(
+            TensorData::new(A0.to_vec(), [3]),
+            &device,
+        )),
+        b: Param::from_tensor(Tensor::from_data(
+            TensorData::new(B0.to_vec(), [2, 2]),
+            &device,
+        )),
+    }
+}
+
+/// Gradient of `L = Σ c_i (x_i²/2 + x_i⁴/12)`, whose Hessian is diagonal: `c_i (1 + x_i²)`.
+fn separable_grad(model: &Separable) -> GradientsParams {
+    let device = model.a.val().device();
+    let term = |x: Tensor<1>, c: &[f64]| {
+        let c: Vec<f32> = c.iter().map(|&v| v as f32).collect();
+        let n = c.len();
+        let c = Tensor::<1>::from_data(TensorData::new(c, [n]), &device);
+        let x2 = x.clone().square();
+        (c * (x2.clone().mul_scalar(0.5) + x2.square().div_scalar(12.0))).sum()
+    };
+    let loss = term(model.a.val(), &C_A) + term(model.b.val().reshape([4]), &C_B);
+    GradientsParams::from_grads(loss.backward(), model)
+}
+
+#[test]
+fn hutchinson_diagonal_is_exact_for_a_separable_objective() {
+    for (backend, device) in common::devices() {
+        let model = separable(&device);
+        for seed in [7u64, 8] {
+            device.seed(seed);
+            let diag = hutchinson_diagonal(&model, 1, StepSize::Auto, separable_grad);
+            let got_a = values(diag.get::<1>(model.a.id).unwrap());
+            let got_b = values(diag.get::<2>(model.b.id).unwrap());
+            let exact = |x: &[f32], c: &[f64]| -> Vec<f64> {
+                x.iter()
+                    .zip(c)
+                    .map(|(&x, c)| c * (1.0 + (x as f64).powi(2)))
+                    .collect()
+            };
+            // One probe suffices (z_i² = 1). The quartic adds a truncation error
+            // r²·c·|x|/3 ≈ 1e-4 relative with r ≈ 0.015; rounding is ≈ 1e-4 too: 2e-3 relative.
+            for (got, want) in [(got_a, exact(&A0, &C_A)), (got_b, exact(&B0, &C_B))] {
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() <= 2e-3 * w.abs(),
+                        "{backend} seed {seed}: diag {g} vs exact {w}"
+                    );
+                }
+            }
+        }
+    }
+}
