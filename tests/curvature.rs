@@ -155,3 +155,71 @@ fn hutchinson_diagonal_is_exact_for_a_separable_objective() {
         }
     }
 }
+
+/// Softmax regression: 4 inputs of 2 features, 3 classes, logits = x W.
+const X: [f32; 8] = [1.0, -0.5, 0.3, 2.0, -1.2, 0.7, 0.0, 1.0];
+const W0: [f32; 6] = [0.4, -0.3, 0.1, 0.2, 0.5, -0.6];
+
+#[test]
+fn gnb_estimate_matches_the_exact_gauss_newton_diagonal_in_expectation() {
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use firebox::optim::curvature::gnb::{gnb_diagonal, sample_labels};
+
+    const DRAWS: usize = 1500;
+    for (backend, device) in common::devices() {
+        let ad = device.clone().autodiff();
+        let w = Tensor::<2>::from_data(TensorData::new(W0.to_vec(), [2, 3]), &ad);
+        let model = burn::nn::Linear {
+            weight: Param::from_tensor(w),
+            bias: None,
+        };
+        let x = Tensor::<2>::from_data(TensorData::new(X.to_vec(), [4, 2]), &ad);
+
+        // Exact Gauss-Newton diagonal of the mean loss: (1/N) Σ_n x_nj² p_nk (1 − p_nk).
+        let p = values(burn::tensor::activation::softmax(
+            model.forward(x.clone()),
+            1,
+        ));
+        let exact: Vec<f64> = (0..6)
+            .map(|e| {
+                let (j, k) = (e / 3, e % 3);
+                (0..4)
+                    .map(|n| (X[n * 2 + j] as f64).powi(2) * p[n * 3 + k] * (1.0 - p[n * 3 + k]))
+                    .sum::<f64>()
+                    / 4.0
+            })
+            .collect();
+
+        device.seed(11);
+        let loss_fn = CrossEntropyLossConfig::new().init(&ad);
+        let (mut sum, mut sum_sq) = (vec![0.0f64; 6], vec![0.0f64; 6]);
+        for _ in 0..DRAWS {
+            let logits = model.forward(x.clone());
+            let labels = sample_labels(logits.clone().detach());
+            let grads =
+                GradientsParams::from_grads(loss_fn.forward(logits, labels).backward(), &model);
+            let h = values(
+                gnb_diagonal(&model, &grads, 4)
+                    .get::<2>(model.weight.id)
+                    .unwrap(),
+            );
+            for e in 0..6 {
+                sum[e] += h[e];
+                sum_sq[e] += h[e] * h[e];
+            }
+        }
+        for e in 0..6 {
+            let mean = sum[e] / DRAWS as f64;
+            let var = (sum_sq[e] / DRAWS as f64 - mean * mean).max(0.0);
+            let stderr = (var / DRAWS as f64).sqrt();
+            // Five standard errors: a correct estimator fails this with probability < 1e-5 per
+            // element; a wrong factor (no B, or B²) or labels not drawn from softmax(logits) is off
+            // by many more.
+            assert!(
+                (mean - exact[e]).abs() <= 5.0 * stderr + 1e-6,
+                "{backend}: element {e}: GNB mean {mean} ± {stderr}, exact GN {}",
+                exact[e]
+            );
+        }
+    }
+}

@@ -18,6 +18,8 @@
 //! - [`restart::restart`]: drops every parameter's state (Adan's `restart_opt`).
 //! - [`check::find_non_finite_grad`]: names the first parameter whose gradient holds NaN/Inf.
 //! - [`checkpoint::save_atomic`]: writes optimizer state so a crash never leaves a torn file.
+//! - [`curvature`]: Hessian information without double backward (finite-difference
+//!   Hessian-vector products, Hutchinson's diagonal, the Gauss-Newton-Bartlett estimator).
 //!
 //! Hyperparameters are validated when the optimizer is built: `try_init` returns an
 //! [`InvalidConfig`] naming the field, `init` panics with the same message.

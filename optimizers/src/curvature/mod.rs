@@ -18,10 +18,12 @@
 //! - [`directions`]: parameter-shaped direction sets (Rademacher probes, dot products, axpy).
 //! - [`hvp`]: the finite-difference Hessian-vector product and its step-size rule.
 //! - [`hutchinson`]: the Hutchinson diagonal estimate `diag(H) ≈ E[z ⊙ Hz]`.
+//! - [`gnb`]: the Gauss-Newton-Bartlett estimator for softmax/cross-entropy heads (Sophia-G).
 //!
-//! Still to come (issue #3): per-parameter traces, the Gauss-Newton-Bartlett estimator, and the
-//! optimizers built on them (AdaHessian, Sophia-G/H).
+//! Still to come (issue #3): per-parameter traces and the optimizers built on these estimators
+//! (AdaHessian, Sophia-G/H).
 
 pub mod directions;
+pub mod gnb;
 pub mod hutchinson;
 pub mod hvp;
