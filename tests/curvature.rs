@@ -223,3 +223,43 @@ fn gnb_estimate_matches_the_exact_gauss_newton_diagonal_in_expectation() {
         }
     }
 }
+
+/// Gradient of `½ Σ d_i x_i²` (Hessian `diag(d)`).
+const DIAG: [f64; N] = [2.0, 0.5, 4.0, 1.0, 3.0];
+
+fn diagonal_quadratic_grad(model: &Point) -> GradientsParams {
+    let device = model.x.val().device();
+    let d: Vec<f32> = DIAG.iter().map(|&v| v as f32).collect();
+    let d = Tensor::<1>::from_data(TensorData::new(d, [N]), &device);
+    let x = model.x.val();
+    let loss = (d * x.clone() * x).sum().mul_scalar(0.5);
+    GradientsParams::from_grads(loss.backward(), model)
+}
+
+#[test]
+fn adahessian_first_step_is_a_newton_step_on_a_diagonal_quadratic() {
+    use firebox::optim::adahessian::AdaHessianConfig;
+    // Step 1: m = (1−β1)g, h = diag(H) = d (one probe is exact here), v = (1−β2)d², so
+    // den = |d| + eps and θ1 = θ0 − lr·g/(|d| + eps) = θ0·(1 − lr·d/(|d| + eps)): with lr = 1
+    // the first step lands on the minimum, up to eps and the finite-difference rounding.
+    for (backend, device) in common::devices() {
+        let model = point(&device);
+        let x0 = values(model.x.val());
+        let mut optim = AdaHessianConfig::new().with_epsilon(1e-6).init();
+        assert!(optim.needs_hessian());
+        let grads = diagonal_quadratic_grad(&model);
+        device.seed(3);
+        let model = optim.step_with_closure(1.0, model, grads, diagonal_quadratic_grad);
+        let x1 = values(model.x.val());
+        for i in 0..N {
+            let expected = x0[i] * (1.0 - DIAG[i] / (DIAG[i] + 1e-6));
+            // FD rounding on h is ≈ 1e-4 relative (see the HVP test), so x1 ≈ 1e-4·|x0|.
+            assert!(
+                (x1[i] - expected).abs() <= 1e-3 * x0[i].abs(),
+                "{backend}: x1[{i}] = {}, expected {expected}",
+                x1[i]
+            );
+        }
+        assert_eq!(optim.time(), 1);
+    }
+}

@@ -27,6 +27,7 @@
 
 pub mod adabelief;
 pub mod adagrad_init;
+pub mod adahessian;
 pub mod adan;
 pub mod check;
 pub mod checkpoint;
