@@ -574,3 +574,34 @@ fn per_group_learning_rates_from_a_module_lr_scheduler() {
         assert_same_layers(&model, &encoder, &head, backend);
     }
 }
+
+#[test]
+fn sophia_g_takes_sign_steps_until_the_first_hessian_update() {
+    use firebox::optim::sophia::SophiaGConfig;
+    // h starts at 0, so |m|/(ρ·bs·h + 1e-15) ≥ 1 for every m ≠ 0: the step is lr·sign(m) and only
+    // the zero-gradient coordinate counts as unclipped.
+    for (backend, device) in common::devices() {
+        let model = layer(&device);
+        let before = all_values(&model);
+        let mut optim = SophiaGConfig::new().with_weight_decay(0.0).init();
+        let g = grads(&model, 1.0);
+        let (model, stats) = optim.step(0.01, model.clone(), g, 8.0);
+        let signs: Vec<f64> = GRAD
+            .iter()
+            .map(|&x| if x == 0.0 { 0.0 } else { x.signum() as f64 })
+            .chain([1.0, -1.0])
+            .collect();
+        let expected: Vec<f64> = before
+            .iter()
+            .zip(&signs)
+            .map(|(&w, s)| w as f64 - 0.01 * s)
+            .collect();
+        assert_close(
+            &all_values(&model),
+            &expected,
+            1e-6,
+            &format!("SophiaG {backend}"),
+        );
+        assert_eq!((stats.unclipped, stats.total), (1, 8), "{backend}");
+    }
+}

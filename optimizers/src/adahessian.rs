@@ -30,15 +30,14 @@
 //! steps, the Hessian-diagonal estimate (from
 //! [`hutchinson_diagonal`](crate::curvature::hutchinson::hutchinson_diagonal), or injected).
 
-use std::collections::HashMap;
-
 use burn::config::Config;
-use burn::module::{Module, ModuleMapper, Param, ParamId};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
 use crate::curvature::hutchinson::hutchinson_diagonal;
 use crate::curvature::hvp::StepSize;
+use crate::module_state::FlatStates;
 use crate::validate::{Check, InvalidConfig, assert_finite_lr};
 
 /// What the second moment does on steps without a fresh Hessian estimate.
@@ -96,7 +95,7 @@ impl AdaHessianConfig {
         Ok(AdaHessian {
             config: self.clone(),
             time: 0,
-            states: HashMap::new(),
+            states: FlatStates::default(),
         })
     }
 
@@ -109,20 +108,13 @@ impl AdaHessianConfig {
     }
 }
 
-/// Per-parameter state, flattened to 1-D.
-#[derive(Clone, Debug)]
-struct ParamState {
-    exp_avg: Tensor<1>,
-    exp_hessian_diag_sq: Tensor<1>,
-    last_estimate: Option<Tensor<1>>,
-}
-
 /// The AdaHessian optimizer over a whole module; see the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct AdaHessian {
     config: AdaHessianConfig,
     time: usize,
-    states: HashMap<ParamId, ParamState>,
+    /// Per parameter: `[m, v]`, plus the last estimate `h` once there is one.
+    states: FlatStates,
 }
 
 impl AdaHessian {
@@ -201,7 +193,7 @@ struct StepMapper<'a> {
     lr: f64,
     grads: &'a mut GradientsParams,
     estimate: Option<&'a GradientsParams>,
-    states: &'a mut HashMap<ParamId, ParamState>,
+    states: &'a mut FlatStates,
 }
 
 fn average_conv<const D: usize>(h: Tensor<D>) -> Tensor<D> {
@@ -224,20 +216,15 @@ impl ModuleMapper for StepMapper<'_> {
         if self.estimate.is_some() && estimate.is_none() {
             panic!("AdaHessian: the Hessian estimate has no entry for a parameter with a gradient");
         }
-        let state = self.states.remove(&id);
         let lr = self.lr;
-        let mut new_state = None;
-        let param = param.map(|value| {
-            let (autodiff, require_grad) = (value.is_autodiff(), value.is_require_grad());
-            let theta = value.inner();
-            let shape = theta.shape();
-            let flat = |t: Tensor<1>| -> Tensor<D> { t.reshape(shape.clone()) };
+        let refresh = self.estimate.is_some();
+        self.states.update(param, |theta, state| {
             let (m, v, last) = match state {
-                Some(s) => (
-                    flat(s.exp_avg),
-                    flat(s.exp_hessian_diag_sq),
-                    s.last_estimate.map(flat),
-                ),
+                Some(mut s) => {
+                    let last = (s.len() == 3).then(|| s.pop().unwrap());
+                    let v = s.pop().unwrap();
+                    (s.pop().unwrap(), v, last)
+                }
                 None => (grad.zeros_like(), grad.zeros_like(), None),
             };
             let theta = if c.weight_decay != 0.0 {
@@ -251,7 +238,7 @@ impl ModuleMapper for StepMapper<'_> {
                 Some(h) => Some(h),
                 None => last,
             };
-            let v = match (&h, self.estimate.is_some(), c.stale_hessian) {
+            let v = match (&h, refresh, c.stale_hessian) {
                 (Some(h), true, _) | (Some(h), false, StaleHessian::Reuse) => {
                     v.mul_scalar(b2) + h.clone().square().mul_scalar(1.0 - b2)
                 }
@@ -265,21 +252,9 @@ impl ModuleMapper for StepMapper<'_> {
                 .add_scalar(c.epsilon as f64);
             let step = lr / (1.0 - b1.powi(t));
             let theta = theta - (m.clone() / den).mul_scalar(step);
-            let numel = shape.num_elements();
-            new_state = Some(ParamState {
-                exp_avg: m.reshape([numel]),
-                exp_hessian_diag_sq: v.reshape([numel]),
-                last_estimate: h.map(|h| h.reshape([numel])),
-            });
-            match (autodiff, require_grad) {
-                (true, true) => theta.autodiff().require_grad(),
-                (true, false) => theta.autodiff(),
-                _ => theta,
-            }
-        });
-        if let Some(s) = new_state {
-            self.states.insert(id, s);
-        }
-        param
+            let mut state = vec![m, v];
+            state.extend(h);
+            (theta, state)
+        })
     }
 }

@@ -34,7 +34,9 @@ pub mod checkpoint;
 pub mod clip;
 pub mod curvature;
 pub mod diffgrad;
+mod module_state;
 pub mod restart;
+pub mod sophia;
 mod validate;
 
 pub use adabelief::{AdaBelief, AdaBeliefConfig, AdaBeliefState};
