@@ -605,3 +605,34 @@ fn sophia_g_takes_sign_steps_until_the_first_hessian_update() {
         assert_eq!((stats.unclipped, stats.total), (1, 8), "{backend}");
     }
 }
+
+#[test]
+fn adagrad_norm_first_step_uses_the_global_norm() {
+    use firebox::optim::adagrad_norm::AdaGradNormConfig;
+    // b² = b0² + ‖g‖² over every parameter, then θ1 = θ0 − lr·g/(sqrt(b²) + eps).
+    let norm_sq = GRAD.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() + 2.0;
+    for (backend, device) in common::devices() {
+        let model = layer(&device);
+        let before = all_values(&model);
+        let mut optim = AdaGradNormConfig::new().init();
+        let g = grads(&model, 1.0);
+        let model = optim.step(0.5, model.clone(), g);
+        assert!(
+            (optim.accumulator() - (1e-2 + norm_sq)).abs() < 1e-5,
+            "{backend}"
+        );
+        let raw: Vec<f64> = GRAD.iter().map(|&x| x as f64).chain([1.0, -1.0]).collect();
+        let den = (1e-2 + norm_sq).sqrt() + 1e-10;
+        let expected: Vec<f64> = before
+            .iter()
+            .zip(&raw)
+            .map(|(&w, g)| w as f64 - 0.5 * g / den)
+            .collect();
+        assert_close(
+            &all_values(&model),
+            &expected,
+            1e-6,
+            &format!("AdaGradNorm {backend}"),
+        );
+    }
+}

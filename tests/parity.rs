@@ -23,6 +23,10 @@ fn fixture_files(dir: &str) -> Vec<PathBuf> {
     files
 }
 
+/// Shipped files of implemented optimizers that still SKIP, each for a variant not implemented yet
+/// (issue #3): AdaGrad-Norm's per-row granularity.
+const KNOWN_SKIPS: [&str; 1] = ["adagrad_norm__per_row.json"];
+
 fn key_of(file: &Path) -> String {
     let stem = file.file_stem().unwrap().to_string_lossy();
     stem.split("__").next().unwrap().to_string()
@@ -38,7 +42,9 @@ fn optimizer_fixtures_pass_on_every_backend() {
             let key = key_of(file);
             let outcome = run_file(file, &device)
                 .unwrap_or_else(|e| panic!("{} on {backend}: {e}", file.display()));
-            let expected_skip = PENDING.contains(&key.as_str());
+            let file_name = file.file_name().unwrap().to_string_lossy();
+            let expected_skip =
+                PENDING.contains(&key.as_str()) || KNOWN_SKIPS.contains(&file_name.as_ref());
             match (&outcome, expected_skip) {
                 (Outcome::Pass { .. }, false) => passed += 1,
                 (Outcome::Skip { .. }, true) => {}

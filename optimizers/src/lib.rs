@@ -27,6 +27,7 @@
 
 pub mod adabelief;
 pub mod adagrad_init;
+pub mod adagrad_norm;
 pub mod adahessian;
 pub mod adan;
 pub mod check;
