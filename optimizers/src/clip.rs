@@ -20,6 +20,8 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
+use crate::host::host_sum;
+
 /// `eps` of `torch.nn.utils.clip_grad_norm_`, added to the norm in the clipping coefficient.
 pub const TORCH_CLIP_EPS: f64 = 1e-6;
 
@@ -97,20 +99,7 @@ pub fn grad_norm<M: Module>(module: &M, grads: &GradientsParams) -> f64 {
         sums: Vec::new(),
     };
     module.visit(&mut visitor);
-    if visitor.sums.is_empty() {
-        return 0.0;
-    }
-    let device = visitor.sums[0].device();
-    let sums: Vec<_> = visitor
-        .sums
-        .into_iter()
-        .map(|t| t.to_device(&device))
-        .collect();
-    let values: Vec<f32> = Tensor::cat(sums, 0)
-        .into_data()
-        .try_into_vec_as()
-        .expect("squared sums are f32");
-    values.iter().map(|&v| v as f64).sum::<f64>().sqrt()
+    host_sum(visitor.sums).sqrt()
 }
 
 /// Multiplies the gradient of every float parameter of `module` by `factor`.

@@ -35,6 +35,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod curvature;
 pub mod diffgrad;
+mod host;
 mod module_state;
 pub mod restart;
 pub mod sophia;

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use burn::module::{Param, ParamId};
 use burn::tensor::Tensor;
 
+use crate::host::host_sum;
+
 /// Flattened state tensors of every parameter seen so far.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct FlatStates(HashMap<ParamId, Vec<Tensor<1>>>);
@@ -84,19 +86,7 @@ impl UnclippedCounter {
 
     /// `(unclipped, total)` coordinates.
     pub fn finish(self) -> (usize, usize) {
-        if self.counts.is_empty() {
-            return (0, 0);
-        }
-        let device = self.counts[0].device();
-        let counts: Vec<_> = self
-            .counts
-            .into_iter()
-            .map(|t| t.to_device(&device))
-            .collect();
-        let values: Vec<f32> = Tensor::cat(counts, 0)
-            .into_data()
-            .try_into_vec_as()
-            .expect("f32 counts");
-        (values.iter().map(|&v| v as usize).sum(), self.total)
+        // Each part is an exact integer below 2^24, so the f64 sum is exact.
+        (host_sum(self.counts) as usize, self.total)
     }
 }

@@ -5,6 +5,8 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Distribution, Tensor};
 
+use crate::host::host_sum;
+
 /// Rademacher probes (each element ±1 with probability ½) shaped like every trainable float
 /// parameter of `module`, on the parameters' inner (non-autodiff) device. Draws from the device's
 /// RNG: seed it with `Device::seed` for reproducible probes.
@@ -161,18 +163,4 @@ impl ModuleMapper for Perturb<'_> {
             }
         })
     }
-}
-
-/// Sums per-tensor scalars with one device read-back, in f64 on the host.
-fn host_sum(sums: Vec<Tensor<1>>) -> f64 {
-    if sums.is_empty() {
-        return 0.0;
-    }
-    let device = sums[0].device();
-    let sums: Vec<_> = sums.into_iter().map(|t| t.to_device(&device)).collect();
-    let values: Vec<f32> = Tensor::cat(sums, 0)
-        .into_data()
-        .try_into_vec_as()
-        .expect("f32 sums");
-    values.iter().map(|&v| v as f64).sum()
 }
