@@ -56,6 +56,11 @@ fn weight(model: &Linear) -> Vec<f32> {
     model.weight.val().into_data().try_into_vec_as().unwrap()
 }
 
+fn weight_grad(model: &Linear, grads: &GradientsParams) -> Vec<f32> {
+    let grad = grads.get::<2>(model.weight.id).expect("a weight gradient");
+    grad.into_data().try_into_vec_as().unwrap()
+}
+
 fn all_values(model: &Linear) -> Vec<f32> {
     let mut v = weight(model);
     v.extend(
@@ -415,12 +420,7 @@ fn global_norm_clipping_scales_all_gradients_together() {
             "{backend}: clipped norm {clipped}"
         );
         // Direction kept: each element scaled by the same factor.
-        let w: Vec<f32> = g
-            .get::<2>(model.weight.id)
-            .unwrap()
-            .into_data()
-            .try_into_vec_as()
-            .unwrap();
+        let w = weight_grad(&model, &g);
         let c = 1.0 / (expected_norm + 1e-6);
         for (got, raw) in w.iter().zip(GRAD) {
             assert!(
@@ -431,19 +431,9 @@ fn global_norm_clipping_scales_all_gradients_together() {
 
         // Below the threshold nothing changes.
         let mut small = grads(&model, 1e-3);
-        let before: Vec<f32> = small
-            .get::<2>(model.weight.id)
-            .unwrap()
-            .into_data()
-            .try_into_vec_as()
-            .unwrap();
+        let before = weight_grad(&model, &small);
         GlobalNormClip::new(10.0).apply(&model, &mut small);
-        let after: Vec<f32> = small
-            .get::<2>(model.weight.id)
-            .unwrap()
-            .into_data()
-            .try_into_vec_as()
-            .unwrap();
+        let after = weight_grad(&model, &small);
         assert_eq!(before, after, "{backend}");
     }
 }

@@ -30,9 +30,7 @@ impl FlatStates {
         let id = param.id;
         let previous = self.0.remove(&id);
         let mut stored = None;
-        let param = param.map(|value| {
-            let (autodiff, require_grad) = (value.is_autodiff(), value.is_require_grad());
-            let theta = value.inner();
+        let param = map_value(param, |theta| {
             let shape = theta.shape();
             let state = previous.map(|tensors| {
                 tensors
@@ -43,17 +41,31 @@ impl FlatStates {
             let (theta, state) = update(theta, state);
             let numel = shape.num_elements();
             stored = Some(state.into_iter().map(|t| t.reshape([numel])).collect());
-            match (autodiff, require_grad) {
-                (true, true) => theta.autodiff().require_grad(),
-                (true, false) => theta.autodiff(),
-                _ => theta,
-            }
+            theta
         });
         if let Some(state) = stored {
             self.0.insert(id, state);
         }
         param
     }
+}
+
+/// Replaces a parameter's value by `f(θ)`, where θ is the value without autodiff. The new value is
+/// a fresh leaf (no graph back to θ) that keeps the parameter's id, its autodiff association and
+/// its `require_grad`.
+pub(crate) fn map_value<const D: usize>(
+    param: Param<Tensor<D>>,
+    f: impl FnOnce(Tensor<D>) -> Tensor<D>,
+) -> Param<Tensor<D>> {
+    param.map(|value| {
+        let (autodiff, require_grad) = (value.is_autodiff(), value.is_require_grad());
+        let new = f(value.inner());
+        match (autodiff, require_grad) {
+            (true, true) => new.autodiff().require_grad(),
+            (true, false) => new.autodiff(),
+            _ => new,
+        }
+    })
 }
 
 impl FlatStates {

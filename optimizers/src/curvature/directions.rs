@@ -6,6 +6,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Distribution, Tensor};
 
 use crate::host::host_sum;
+use crate::module_state::map_value;
 
 /// Rademacher probes (each element ±1 with probability ½) shaped like every trainable float
 /// parameter of `module`, on the parameters' inner (non-autodiff) device. Draws from the device's
@@ -152,15 +153,6 @@ impl ModuleMapper for Perturb<'_> {
             return param;
         };
         let scale = self.scale;
-        param.map(|value| {
-            let (autodiff, require_grad) = (value.is_autodiff(), value.is_require_grad());
-            // A new leaf (no graph back to θ), on the autodiff backend if θ was.
-            let moved = value.inner() + v.mul_scalar(scale);
-            match (autodiff, require_grad) {
-                (true, true) => moved.autodiff().require_grad(),
-                (true, false) => moved.autodiff(),
-                _ => moved,
-            }
-        })
+        map_value(param, |theta| theta + v.mul_scalar(scale))
     }
 }
