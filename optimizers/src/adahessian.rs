@@ -33,11 +33,13 @@
 use burn::config::Config;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 
 use crate::curvature::hutchinson::hutchinson_diagonal;
 use crate::curvature::hvp::StepSize;
 use crate::module_state::FlatStates;
+use crate::module_state::{counted_record, from_counted_record};
+use crate::record::{ModuleState, StateRecord};
 use crate::validate::{Check, InvalidConfig, assert_finite_lr};
 
 /// What the second moment does on steps without a fresh Hessian estimate.
@@ -256,5 +258,16 @@ impl ModuleMapper for StepMapper<'_> {
             state.extend(h);
             (theta, state)
         })
+    }
+}
+
+impl ModuleState for AdaHessian {
+    fn to_record(&self) -> StateRecord {
+        counted_record(self.time, &self.states)
+    }
+
+    fn load_record(mut self, record: StateRecord, device: &Device) -> Result<Self, String> {
+        (self.time, self.states) = from_counted_record(record, device)?;
+        Ok(self)
     }
 }

@@ -12,12 +12,25 @@
 //! | Adan | [`adan`] (Burn's `AdanConfig`, re-exported) + [`clip`] + [`restart`] | Xie et al. 2022, sail-sg/Adan |
 //! | AdaGrad | Burn's `AdaGradConfig`; [`adagrad_init`] adds PyTorch's initial accumulator | Duchi et al. 2011 |
 //!
+//! Whole-module optimizers (they need more than one tensor's gradient: Hessian estimates, a
+//! gradient window, a global norm), each with `step(lr, module, grads, …)` and
+//! [`ModuleState`] save/load:
+//!
+//! | optimizer | module | reference |
+//! |---|---|---|
+//! | AdaHessian | [`adahessian`] | Yao et al. 2021, amirgholami/adahessian |
+//! | Sophia-G, Sophia-H | [`sophia`] | Liu et al. 2024, Liuhong99/Sophia; levanter |
+//! | M-FAC | [`mfac`] | Frantar et al. 2021, IST-DASLab/M-FAC `optim.py` |
+//! | AdaGrad-Norm | [`adagrad_norm`] | Ward et al. 2020; timlautk/AdAdaGrad |
+//!
 //! Utilities that work with any optimizer:
 //! - [`clip::clip_grad_norm`]: global-norm gradient clipping over all parameters, like
 //!   `torch.nn.utils.clip_grad_norm_` (Burn only clips each tensor by its own norm).
 //! - [`restart::restart`]: drops every parameter's state (Adan's `restart_opt`).
 //! - [`check::find_non_finite_grad`]: names the first parameter whose gradient holds NaN/Inf.
 //! - [`checkpoint::save_atomic`]: writes optimizer state so a crash never leaves a torn file.
+//! - [`record::ModuleState`]: atomic save and eager load of the module-level optimizers (AdaHessian,
+//!   Sophia, M-FAC), in the burnpack layout of Burn's optimizer records.
 //! - [`curvature`]: Hessian information without double backward (finite-difference
 //!   Hessian-vector products, Hutchinson's diagonal, the Gauss-Newton-Bartlett estimator).
 //!
@@ -36,7 +49,9 @@ pub mod clip;
 pub mod curvature;
 pub mod diffgrad;
 mod host;
+pub mod mfac;
 mod module_state;
+pub mod record;
 pub mod restart;
 pub mod sophia;
 mod validate;
@@ -46,6 +61,8 @@ pub use adagrad_init::{AdaGradInit, AdaGradInitConfig, AdaGradInitState};
 pub use adan::{Adan, AdanConfig, AdanState};
 pub use burn::optim::{AdaGrad, AdaGradConfig, AdaGradState};
 pub use diffgrad::{DiffGrad, DiffGradConfig, DiffGradState};
+pub use mfac::{Mfac, MfacConfig};
+pub use record::{ModuleState, StateRecord};
 pub use validate::InvalidConfig;
 
 // `#[derive(RecordState)]` refers to these through `crate::`; they are Burn's own items.

@@ -102,3 +102,66 @@ impl UnclippedCounter {
         (host_sum(self.counts) as usize, self.total)
     }
 }
+
+impl FlatStates {
+    /// Adds every parameter's state tensors to `record`, named `"{param_id}.{index}"`.
+    pub fn push_into(&self, record: &mut crate::record::StateRecord) {
+        for (id, tensors) in &self.0 {
+            for (index, tensor) in tensors.iter().enumerate() {
+                record.push_tensor(format!("{}.{index}", id.val()), Some(*id), tensor.clone());
+            }
+        }
+    }
+
+    /// Takes every per-parameter tensor out of `record` (written by [`push_into`](Self::push_into))
+    /// onto `device`. The error names a tensor whose name has no index or whose indices have gaps.
+    pub fn take_from(
+        record: &mut crate::record::StateRecord,
+        device: &burn::tensor::Device,
+    ) -> Result<Self, String> {
+        let mut indexed: HashMap<ParamId, Vec<(usize, Tensor<1>)>> = HashMap::new();
+        for (id, name) in record.param_tensors() {
+            let index = name
+                .rsplit_once('.')
+                .and_then(|(_, index)| index.parse::<usize>().ok())
+                .ok_or_else(|| format!("optimizer record tensor `{name}` has no state index"))?;
+            let tensor = record.take_tensor::<1>(&name, device)?;
+            indexed.entry(id).or_default().push((index, tensor));
+        }
+        let mut states = HashMap::new();
+        for (id, mut tensors) in indexed {
+            tensors.sort_by_key(|(index, _)| *index);
+            if tensors
+                .iter()
+                .enumerate()
+                .any(|(i, (index, _))| i != *index)
+            {
+                return Err(format!(
+                    "optimizer record: the state tensors of parameter {} are not numbered 0..{}",
+                    id.val(),
+                    tensors.len()
+                ));
+            }
+            states.insert(id, tensors.into_iter().map(|(_, t)| t).collect());
+        }
+        Ok(Self(states))
+    }
+}
+
+/// The record of an optimizer whose state is a step count plus per-parameter tensors.
+pub(crate) fn counted_record(time: usize, states: &FlatStates) -> crate::record::StateRecord {
+    let mut record = crate::record::StateRecord::default();
+    record.push_count("time", time);
+    states.push_into(&mut record);
+    record
+}
+
+/// The step count (0 in a record of an optimizer that never stepped) and per-parameter tensors
+/// of a record written by [`counted_record`].
+pub(crate) fn from_counted_record(
+    mut record: crate::record::StateRecord,
+    device: &burn::tensor::Device,
+) -> Result<(usize, FlatStates), String> {
+    let time = record.count("time").unwrap_or(0);
+    Ok((time, FlatStates::take_from(&mut record, device)?))
+}

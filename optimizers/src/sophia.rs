@@ -28,11 +28,12 @@
 use burn::config::Config;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 
 use crate::curvature::hutchinson::hutchinson_diagonal;
 use crate::curvature::hvp::StepSize;
-use crate::module_state::{FlatStates, UnclippedCounter};
+use crate::module_state::{FlatStates, UnclippedCounter, counted_record, from_counted_record};
+use crate::record::{ModuleState, StateRecord};
 use crate::validate::{Check, InvalidConfig, assert_finite_lr};
 
 /// What one Sophia step reports.
@@ -384,5 +385,27 @@ impl ModuleVisitor for EmaVisitor<'_> {
         let state = self.states.get_mut(&param.id).expect("inserted above");
         let old = state[self.slot].clone();
         state[self.slot] = old.mul_scalar(self.decay) + x.mul_scalar(1.0 - self.decay);
+    }
+}
+
+impl ModuleState for SophiaG {
+    fn to_record(&self) -> StateRecord {
+        counted_record(0, &self.states)
+    }
+
+    fn load_record(mut self, record: StateRecord, device: &Device) -> Result<Self, String> {
+        (_, self.states) = from_counted_record(record, device)?;
+        Ok(self)
+    }
+}
+
+impl ModuleState for SophiaH {
+    fn to_record(&self) -> StateRecord {
+        counted_record(self.time, &self.states)
+    }
+
+    fn load_record(mut self, record: StateRecord, device: &Device) -> Result<Self, String> {
+        (self.time, self.states) = from_counted_record(record, device)?;
+        Ok(self)
     }
 }
