@@ -15,14 +15,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use burn::optim::ModuleOptimizer;
 use burn::tensor::Device;
 use clap::{Parser, ValueEnum};
 use firebox::device::{Availability, BackendName, probe};
 use firebox::models::data::{ClassificationData, digits_split, load_mnist};
-use firebox::models::train::{evaluate, train_epoch_with};
+use firebox::models::train::evaluate;
 use firebox::models::{Classifier, CnnConfig, MlpConfig};
-use firebox::registry::{build_optimizer, optimizer_names};
+use firebox::registry::{build_trainer, trainer_names};
+use firebox::trainer::TrainOptimizer;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Train an example model with firebox's optimizers.
@@ -94,9 +94,9 @@ fn run(cli: &Cli) -> Result<(), String> {
         return Err("--epochs and --batch-size must be positive".into());
     }
     let names: Vec<String> = if cli.optimizer == "all" {
-        optimizer_names().into_iter().map(String::from).collect()
+        trainer_names().into_iter().map(String::from).collect()
     } else {
-        build_optimizer(&cli.optimizer)?;
+        build_trainer(&cli.optimizer)?;
         vec![cli.optimizer.clone()]
     };
     let device = open_device(&cli.device)?.autodiff();
@@ -117,7 +117,7 @@ fn run(cli: &Cli) -> Result<(), String> {
 
     let mut runs = Vec::new();
     for name in &names {
-        let (optim, default_lr) = build_optimizer(name)?;
+        let (optim, default_lr) = build_trainer(name)?;
         let lr = cli.lr.unwrap_or(default_lr);
         let verbose = names.len() == 1;
         let run = match cli.model {
@@ -137,7 +137,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         };
         if !verbose {
             println!(
-                "{:<10} loss {:.4}  test accuracy {:.2}%  ({:.2} s)",
+                "{:<12} loss {:.4}  test accuracy {:.2}%  ({:.2} s)",
                 run.name,
                 last(&run.losses),
                 100.0 * last(&run.accuracies),
@@ -202,7 +202,7 @@ fn load_data(cli: &Cli) -> Result<(ClassificationData, ClassificationData, &'sta
 fn train_one<M: Classifier>(
     name: &str,
     mut model: M,
-    mut optim: ModuleOptimizer,
+    mut optim: TrainOptimizer,
     lr: f64,
     train: &ClassificationData,
     test: &ClassificationData,
@@ -227,11 +227,20 @@ fn train_one<M: Classifier>(
     for epoch in 0..cli.epochs {
         let order_seed = cli.seed.wrapping_mul(1000).wrapping_add(epoch as u64);
         let batches = train.batches(cli.batch_size, Some(order_seed), device);
-        let (trained, loss) = train_epoch_with(model, &mut optim, lr, batches, |_, loss| {
+        let (mut loss_sum, mut seen) = (0.0, 0usize);
+        for batch in batches {
+            let (trained, batch_loss) = optim.step(lr, model, &batch);
+            model = trained;
+            loss_sum += batch_loss * batch.len() as f64;
+            seen += batch.len();
             bar.inc(1);
-            bar.set_message(format!("epoch {}/{} loss {loss:.4}", epoch + 1, cli.epochs));
-        });
-        model = trained;
+            bar.set_message(format!(
+                "epoch {}/{} loss {batch_loss:.4}",
+                epoch + 1,
+                cli.epochs
+            ));
+        }
+        let loss = loss_sum / seen.max(1) as f64;
         let accuracy = evaluate(&model, test);
         if verbose {
             bar.suspend(|| {
@@ -263,16 +272,16 @@ fn last(values: &[f64]) -> f64 {
 fn print_table(runs: &[Run]) {
     println!();
     println!(
-        "| {:<10} | {:>8} | {:>10} | {:>9} | {:>7} |",
+        "| {:<12} | {:>8} | {:>10} | {:>9} | {:>7} |",
         "optimizer", "lr", "final loss", "test acc", "seconds"
     );
     println!(
-        "|{:-<12}|{:->10}|{:->12}|{:->11}|{:->9}|",
+        "|{:-<14}|{:->10}|{:->12}|{:->11}|{:->9}|",
         "", "", "", "", ""
     );
     for run in runs {
         println!(
-            "| {:<10} | {:>8} | {:>10.4} | {:>8.2}% | {:>7.2} |",
+            "| {:<12} | {:>8} | {:>10.4} | {:>8.2}% | {:>7.2} |",
             run.name,
             run.lr,
             last(&run.losses),

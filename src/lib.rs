@@ -7,6 +7,7 @@
 //! - [`optim`]: diffGrad, AdaBelief, Adan extras (global-norm clipping, restart), AdaGrad with
 //!   PyTorch's initial accumulator ([`firebox_optim`]).
 //! - [`models`]: example models and data loaders ([`firebox_models`]).
+//! - [`registry`] and [`trainer`]: every optimizer by name, and one training step for each.
 //! - [`device`]: run-time choice of the backend among those compiled in.
 //! - [`fixtures`]: the parity-fixture reader and replayer behind `examples/parity.rs`.
 
@@ -18,3 +19,4 @@ pub use firebox_models as models;
 pub use firebox_optim as optim;
 pub mod fixtures;
 pub mod registry;
+pub mod trainer;

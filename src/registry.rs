@@ -1,12 +1,19 @@
 //! Optimizers by name, for the examples and benches (`--optimizer adabelief`).
 //!
-//! Every entry is a [`ModuleOptimizer`] built with its paper's reference defaults, plus a learning
-//! rate that trains the example models on the shipped digits data well. Burn's own `adam`, `adamw`
-//! and `sgd` are included as baselines.
+//! Every per-tensor entry is a [`ModuleOptimizer`] built with its paper's reference defaults, plus
+//! a learning rate that trains the example models on the shipped digits data well. Burn's own
+//! `adam`, `adamw` and `sgd` are included as baselines. The whole-module optimizers (AdaHessian,
+//! Sophia-G/H, M-FAC, AdaGrad-Norm) are built by [`build_trainer`] as a [`TrainOptimizer`], which
+//! also covers the per-tensor ones.
 
 use burn::optim::{AdaGradConfig, AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig};
 
+use crate::optim::adagrad_norm::AdaGradNormConfig;
+use crate::optim::adahessian::AdaHessianConfig;
+use crate::optim::mfac::MfacConfig;
+use crate::optim::sophia::{SophiaGConfig, SophiaHConfig};
 use crate::optim::{AdaBeliefConfig, AdanConfig, DiffGradConfig};
+use crate::trainer::TrainOptimizer;
 
 /// One registry entry: name, default learning rate and constructor.
 struct Entry {
@@ -61,7 +68,80 @@ fn entries() -> Vec<Entry> {
     ]
 }
 
-/// Names accepted by `--optimizer` (besides `all`).
+/// One whole-module entry: name, default learning rate and constructor.
+struct ModuleEntry {
+    name: &'static str,
+    lr: f64,
+    build: fn() -> TrainOptimizer,
+}
+
+fn module_entries() -> Vec<ModuleEntry> {
+    vec![
+        ModuleEntry {
+            name: "adahessian",
+            // The reference default.
+            lr: 0.15,
+            build: || TrainOptimizer::AdaHessian(AdaHessianConfig::new().init()),
+        },
+        ModuleEntry {
+            name: "sophia_g",
+            lr: 1e-2,
+            build: || TrainOptimizer::SophiaG {
+                optimizer: SophiaGConfig::new().init(),
+                interval: 10,
+                steps: 0,
+            },
+        },
+        ModuleEntry {
+            name: "sophia_h",
+            lr: 1e-2,
+            build: || TrainOptimizer::SophiaH(SophiaHConfig::new().init()),
+        },
+        ModuleEntry {
+            name: "mfac",
+            // The reference's damp 1e-5 scales directions outside the window by 1e5; with a
+            // 32-gradient window on these small models a larger damp trains more steadily
+            // (measured on the digits MLP, 3 epochs: lr 1e-2 → 89.7%, 3e-2 → 97.2%, 1e-1 → 90.0%).
+            lr: 3e-2,
+            build: || {
+                TrainOptimizer::Mfac(MfacConfig::new().with_ngrads(32).with_damp(1e-2).init())
+            },
+        },
+        ModuleEntry {
+            name: "adagrad_norm",
+            lr: 1.0,
+            build: || TrainOptimizer::AdaGradNorm(AdaGradNormConfig::new().init()),
+        },
+    ]
+}
+
+/// Every name [`build_trainer`] accepts: the per-tensor optimizers, then the whole-module ones.
+pub fn trainer_names() -> Vec<&'static str> {
+    let mut names = optimizer_names();
+    names.extend(module_entries().iter().map(|e| e.name));
+    names
+}
+
+/// Any registered optimizer, per-tensor or whole-module, with its default learning rate for the
+/// example models, or an error listing the valid names.
+pub fn build_trainer(name: &str) -> Result<(TrainOptimizer, f64), String> {
+    if let Some(entry) = entries().into_iter().find(|e| e.name == name) {
+        return Ok((TrainOptimizer::PerTensor((entry.build)()), entry.lr));
+    }
+    module_entries()
+        .into_iter()
+        .find(|e| e.name == name)
+        .map(|e| ((e.build)(), e.lr))
+        .ok_or_else(|| {
+            format!(
+                "unknown optimizer `{name}`: expected one of {} or `all`",
+                trainer_names().join(", ")
+            )
+        })
+}
+
+/// Names of the per-tensor optimizers (those [`build_optimizer`] returns as a `ModuleOptimizer`,
+/// usable with burn-train's `Learner`).
 pub fn optimizer_names() -> Vec<&'static str> {
     entries().iter().map(|e| e.name).collect()
 }

@@ -30,3 +30,45 @@ fn one_learner_epoch_with_every_optimizer() {
         }
     }
 }
+
+/// The whole-module optimizers train the same MLP through `firebox::trainer` (they need a
+/// gradient closure or sampled labels, which `Learner` cannot give): three epochs must bring the
+/// held-out loss well below chance on every backend.
+#[test]
+fn whole_module_optimizers_train_the_mlp() {
+    use firebox::models::MlpConfig;
+    use firebox::models::data::digits_split;
+    use firebox::models::train::evaluate_full;
+    use firebox::registry::{build_trainer, trainer_names};
+
+    let module_names: Vec<_> = trainer_names()
+        .into_iter()
+        .filter(|name| !optimizer_names().contains(name))
+        .collect();
+    assert!(module_names.contains(&"mfac") && module_names.contains(&"sophia_g"));
+    let (train, test) = digits_split(7);
+    for (backend, device) in common::devices() {
+        let device = device.autodiff();
+        for name in &module_names {
+            let (mut optim, lr) = build_trainer(name).unwrap();
+            device.seed(7);
+            let mut model = MlpConfig::for_images(train.height, train.width).init(&device);
+            for epoch in 0..3 {
+                for batch in train.batches(32, Some(epoch), &device) {
+                    model = optim.step(lr, model, &batch).0;
+                }
+            }
+            let eval = evaluate_full(&model, &test);
+            common::report(&format!(
+                "[firebox tests] trainer {backend} {name}: test loss {:.3}, accuracy {:.3}",
+                eval.loss, eval.accuracy
+            ));
+            assert!(
+                eval.loss.is_finite() && eval.loss < 0.3 * CHANCE_LOSS && eval.accuracy > 0.85,
+                "{name} on {backend}: test loss {} accuracy {} after 3 epochs",
+                eval.loss,
+                eval.accuracy
+            );
+        }
+    }
+}
