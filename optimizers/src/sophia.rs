@@ -169,9 +169,11 @@ impl ModuleMapper for SophiaGMapper<'_> {
             let (m, h) = split_pair(state, &grad);
             let theta = theta.mul_scalar(1.0 - lr * c.weight_decay as f64);
             let m = m.mul_scalar(b1) + grad.mul_scalar(1.0 - b1);
-            let ratio = m.clone().abs() / h.clone().mul_scalar(c.rho as f64 * bs).add_scalar(1e-15);
+            // sign(m)·min(|m|/d, 1) = clamp(m/d, −1, 1) exactly, since d > 0 and IEEE division
+            // is symmetric in sign: two fewer element-wise passes.
+            let ratio = m.clone() / h.clone().mul_scalar(c.rho as f64 * bs).add_scalar(1e-15);
             counter.add(ratio.clone(), 1.0);
-            let theta = theta - (m.clone().sign() * ratio.clamp_max(1.0)).mul_scalar(lr);
+            let theta = theta - ratio.clamp(-1.0, 1.0).mul_scalar(lr);
             (theta, vec![m, h])
         })
     }
