@@ -7,7 +7,7 @@ use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use firebox::optim::curvature::directions::rademacher;
-use firebox::optim::curvature::hutchinson::hutchinson_diagonal;
+use firebox::optim::curvature::hutchinson::{hutchinson_diagonal, hutchinson_traces};
 use firebox::optim::curvature::hvp::{StepSize, hvp};
 
 const N: usize = 5;
@@ -59,6 +59,7 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f64> {
 
 #[test]
 fn finite_difference_hvp_of_a_quadratic_is_a_times_v() {
+    let _rng = common::rng_lock();
     let a = matrix();
     for (backend, device) in common::devices() {
         let model = point(&device);
@@ -129,6 +130,7 @@ fn separable_grad(model: &Separable) -> GradientsParams {
 
 #[test]
 fn hutchinson_diagonal_is_exact_for_a_separable_objective() {
+    let _rng = common::rng_lock();
     for (backend, device) in common::devices() {
         let model = separable(&device);
         for seed in [7u64, 8] {
@@ -156,12 +158,73 @@ fn hutchinson_diagonal_is_exact_for_a_separable_objective() {
     }
 }
 
+/// Per-parameter traces: exact for a separable objective with one probe (any seed), in module
+/// visit order with the block sizes.
+#[test]
+fn hutchinson_traces_are_exact_for_a_separable_objective() {
+    let _rng = common::rng_lock();
+    for (backend, device) in common::devices() {
+        let model = separable(&device);
+        device.seed(11);
+        let traces = hutchinson_traces(&model, 1, StepSize::Auto, separable_grad);
+        let exact = |x: &[f32], c: &[f64]| -> f64 {
+            x.iter()
+                .zip(c)
+                .map(|(&x, c)| c * (1.0 + (x as f64).powi(2)))
+                .sum()
+        };
+        assert_eq!(traces.len(), 2, "{backend}: one trace per parameter");
+        assert_eq!((traces[0].id, traces[0].numel), (model.a.id, 3));
+        assert_eq!((traces[1].id, traces[1].numel), (model.b.id, 4));
+        for (trace, want) in traces.iter().zip([exact(&A0, &C_A), exact(&B0, &C_B)]) {
+            assert!(
+                (trace.trace - want).abs() <= 2e-3 * want.abs(),
+                "{backend}: trace {} vs exact {want}",
+                trace.trace
+            );
+        }
+    }
+}
+
+/// For a full (non-diagonal) quadratic one probe is not exact: `zᵀAz = tr A + Σ_{i≠j} z_i z_j A_ij`.
+/// Its variance is `2 Σ_{i≠j} A_ij²` per probe; the mean of n probes must land
+/// within 5 standard deviations of tr A (200 probes).
+#[test]
+fn hutchinson_trace_of_a_full_quadratic_is_unbiased() {
+    let _rng = common::rng_lock();
+    let a = matrix();
+    let trace: f64 = (0..N).map(|i| a[i * N + i]).sum();
+    // Var(zᵀAz) = 2 Σ_{i≠j} A_ij² for symmetric A and Rademacher z.
+    let variance: f64 = (0..N)
+        .flat_map(|i| (0..N).map(move |j| (i, j)))
+        .filter(|(i, j)| i != j)
+        .map(|(i, j)| 2.0 * a[i * N + j].powi(2))
+        .sum();
+    let probes = 200;
+    let sigma = (variance / probes as f64).sqrt();
+    for (backend, device) in common::devices() {
+        device.seed(5);
+        let model = point(&device);
+        let traces = hutchinson_traces(&model, probes, StepSize::Auto, quadratic_grad);
+        let got = traces[0].trace;
+        assert!(
+            (got - trace).abs() <= 5.0 * sigma,
+            "{backend}: trace {got} vs tr A = {trace} (σ of the mean {sigma})"
+        );
+        assert!(
+            variance > 0.0 && (got - trace).abs() > 0.0,
+            "the estimate is not trivially exact"
+        );
+    }
+}
+
 /// Softmax regression: 4 inputs of 2 features, 3 classes, logits = x W.
 const X: [f32; 8] = [1.0, -0.5, 0.3, 2.0, -1.2, 0.7, 0.0, 1.0];
 const W0: [f32; 6] = [0.4, -0.3, 0.1, 0.2, 0.5, -0.6];
 
 #[test]
 fn gnb_estimate_matches_the_exact_gauss_newton_diagonal_in_expectation() {
+    let _rng = common::rng_lock();
     use burn::nn::loss::CrossEntropyLossConfig;
     use firebox::optim::curvature::gnb::{gnb_diagonal, sample_labels};
 
@@ -238,6 +301,7 @@ fn diagonal_quadratic_grad(model: &Point) -> GradientsParams {
 
 #[test]
 fn adahessian_first_step_is_a_newton_step_on_a_diagonal_quadratic() {
+    let _rng = common::rng_lock();
     use firebox::optim::adahessian::AdaHessianConfig;
     // Step 1: m = (1−β1)g, h = diag(H) = d (one probe is exact here), v = (1−β2)d², so
     // den = |d| + eps and θ1 = θ0 − lr·g/(|d| + eps) = θ0·(1 − lr·d/(|d| + eps)): with lr = 1

@@ -11,6 +11,7 @@ const CHANCE_LOSS: f64 = std::f64::consts::LN_10;
 
 #[test]
 fn one_learner_epoch_with_every_optimizer() {
+    let _rng = common::rng_lock();
     for (backend, device) in common::devices() {
         for name in optimizer_names() {
             let (optim, lr) = build_optimizer(name).unwrap();
@@ -36,6 +37,7 @@ fn one_learner_epoch_with_every_optimizer() {
 /// held-out loss well below chance on every backend.
 #[test]
 fn whole_module_optimizers_train_the_mlp() {
+    let _rng = common::rng_lock();
     use firebox::models::MlpConfig;
     use firebox::models::data::digits_split;
     use firebox::models::train::evaluate_full;

@@ -247,11 +247,14 @@ impl ModuleMapper for StepMapper<'_> {
                 _ => v,
             };
             let bias_2 = 1.0 - b2.powi(t);
-            let den = v
-                .clone()
-                .div_scalar(bias_2)
-                .powf_scalar(c.hessian_power as f64 / 2.0)
-                .add_scalar(c.epsilon as f64);
+            let corrected = v.clone().div_scalar(bias_2);
+            // The default power 1 is a square root, far cheaper than a general power.
+            let den = if c.hessian_power == 1.0 {
+                corrected.sqrt()
+            } else {
+                corrected.powf_scalar(c.hessian_power as f64 / 2.0)
+            }
+            .add_scalar(c.epsilon as f64);
             let step = lr / (1.0 - b1.powi(t));
             let theta = theta - (m.clone() / den).mul_scalar(step);
             let mut state = vec![m, v];

@@ -6,14 +6,21 @@ use burn::tensor::Tensor;
 /// The f64 sum of one-element (or any 1-D) partial sums, with a single device read-back; 0 for
 /// none. Parts on different devices are moved to the first one's device.
 pub(crate) fn host_sum(parts: Vec<Tensor<1>>) -> f64 {
+    host_values(parts).iter().sum()
+}
+
+/// The values of one-element partial results, in order, with a single device read-back.
+pub(crate) fn host_values(parts: Vec<Tensor<1>>) -> Vec<f64> {
     if parts.is_empty() {
-        return 0.0;
+        return Vec::new();
     }
     let device = parts[0].device();
     let parts: Vec<_> = parts.into_iter().map(|t| t.to_device(&device)).collect();
-    let values: Vec<f32> = Tensor::cat(parts, 0)
+    Tensor::cat(parts, 0)
         .into_data()
-        .try_into_vec_as()
-        .expect("f32 partial sums");
-    values.iter().map(|&v| v as f64).sum()
+        .try_into_vec_as::<f32>()
+        .expect("f32 partial results")
+        .into_iter()
+        .map(f64::from)
+        .collect()
 }

@@ -53,3 +53,11 @@ fn probe_all() -> Vec<(BackendName, Device)> {
     );
     devices
 }
+
+/// Serialises the tests of one test binary that seed and draw from the device RNG: the RNG is
+/// global per device, so a concurrent `device.seed(..)` in another test would restart the stream
+/// mid-way and correlate the draws a statistical test relies on.
+pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -44,3 +44,62 @@ where
     let sum = sum.expect("at least one probe");
     lincomb(module, 1.0 / probes as f64, &sum, 0.0, &sum)
 }
+
+/// Hutchinson's estimate of one parameter's Hessian-block trace `tr(H_pp)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamTrace {
+    /// The parameter.
+    pub id: burn::module::ParamId,
+    /// Its number of elements (HAWQ-V2 ranks blocks by the average `trace / numel`).
+    pub numel: usize,
+    /// The estimated trace: the sum of the block's entries of the mean `z ⊙ Hz`.
+    pub trace: f64,
+}
+
+/// Per-parameter Hessian traces, in module visit order: `tr(H_pp) ≈ mean over probes of
+/// z_pᵀ(Hz)_p` with one Rademacher `z` over all parameters (the cross-block terms vanish in
+/// expectation). This is the sensitivity HAWQ-V2 uses (Dong et al. 2020, Eq. 4–5). Same
+/// arguments and requirements as [`hutchinson_diagonal`]; one device read-back.
+pub fn hutchinson_traces<M, F>(
+    module: &M,
+    probes: usize,
+    rule: StepSize,
+    grad: F,
+) -> Vec<ParamTrace>
+where
+    M: Module,
+    F: FnMut(&M) -> GradientsParams,
+{
+    let diagonal = hutchinson_diagonal(module, probes, rule, grad);
+    let mut sums = BlockSums {
+        diagonal: &diagonal,
+        blocks: Vec::new(),
+        sums: Vec::new(),
+    };
+    module.visit(&mut sums);
+    let BlockSums { blocks, sums, .. } = sums;
+    let values = crate::host::host_values(sums);
+    blocks
+        .into_iter()
+        .zip(values)
+        .map(|((id, numel), trace)| ParamTrace { id, numel, trace })
+        .collect()
+}
+
+struct BlockSums<'a> {
+    diagonal: &'a GradientsParams,
+    blocks: Vec<(burn::module::ParamId, usize)>,
+    sums: Vec<burn::tensor::Tensor<1>>,
+}
+
+impl burn::module::ModuleVisitor for BlockSums<'_> {
+    fn visit_float<const D: usize>(
+        &mut self,
+        param: &burn::module::Param<burn::tensor::Tensor<D>>,
+    ) {
+        if let Some(diag) = self.diagonal.get::<D>(param.id) {
+            self.blocks.push((param.id, diag.shape().num_elements()));
+            self.sums.push(diag.sum().reshape([1]));
+        }
+    }
+}
