@@ -24,8 +24,8 @@ fn fixture_files(dir: &str) -> Vec<PathBuf> {
 }
 
 /// Shipped files of implemented optimizers that still SKIP, each for a variant not implemented yet
-/// (issue #3): AdaGrad-Norm's per-row granularity.
-const KNOWN_SKIPS: [&str; 1] = ["adagrad_norm__per_row.json"];
+/// (none at present).
+const KNOWN_SKIPS: [&str; 0] = [];
 
 fn key_of(file: &Path) -> String {
     let stem = file.file_stem().unwrap().to_string_lossy();

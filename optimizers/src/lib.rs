@@ -21,7 +21,8 @@
 //! | AdaHessian | [`adahessian`] | Yao et al. 2021, amirgholami/adahessian |
 //! | Sophia-G, Sophia-H | [`sophia`] | Liu et al. 2024, Liuhong99/Sophia; levanter |
 //! | M-FAC | [`mfac`] | Frantar et al. 2021, IST-DASLab/M-FAC `optim.py` |
-//! | AdaGrad-Norm | [`adagrad_norm`] | Ward et al. 2020; timlautk/AdAdaGrad |
+//! | AdaGrad-Norm (global and per-row) | [`adagrad_norm`] | Ward et al. 2020; timlautk/AdAdaGrad `adagradnorm.py` |
+//! | AdAdaGrad adaptive batch size (norm, inner-product, orthogonality tests) | [`adadagrad`] | Lau et al. 2024, timlautk/AdAdaGrad `tests.py`, `main.py` |
 //!
 //! Utilities that work with any optimizer:
 //! - [`clip::clip_grad_norm`]: global-norm gradient clipping over all parameters, like
@@ -39,6 +40,7 @@
 #![warn(missing_docs)]
 
 pub mod adabelief;
+pub mod adadagrad;
 pub mod adagrad_init;
 pub mod adagrad_norm;
 pub mod adahessian;
