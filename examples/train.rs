@@ -18,11 +18,12 @@ use std::time::Instant;
 use burn::tensor::Device;
 use clap::{Parser, ValueEnum};
 use firebox::device::{Availability, BackendName, probe};
+use firebox::models::data::shuffle::permutation;
 use firebox::models::data::{ClassificationData, digits_split, load_mnist};
 use firebox::models::train::evaluate;
 use firebox::models::{Classifier, CnnConfig, MlpConfig};
-use firebox::registry::{build_trainer, trainer_names};
-use firebox::trainer::TrainOptimizer;
+use firebox::registry::{ADAPTIVE, build_adaptive, build_trainer, trainer_names};
+use firebox::trainer::{AdaptiveBatchTrainer, TrainOptimizer, warmup_cosine_lr_by_samples};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Train an example model with firebox's optimizers.
@@ -56,6 +57,13 @@ struct Cli {
     /// Use only the first N training images (handy with MNIST on a CPU).
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
+    /// AdAdaGrad's batch-size test: norm, ip, orth or ip+orth (`--optimizer adadagrad`; the
+    /// batch starts at `--batch-size`).
+    #[arg(long, default_value = "norm")]
+    test: String,
+    /// AdAdaGrad's cap on the batch size.
+    #[arg(long, default_value_t = 256)]
+    max_batch_size: usize,
     /// Where to write the SVG chart of the per-epoch training loss.
     #[arg(long, value_name = "PATH", default_value = "target/train_loss.svg")]
     chart: PathBuf,
@@ -67,6 +75,22 @@ enum ModelKind {
     Mlp,
     /// Two 3x3 convolutions, adaptive average pooling, a linear head.
     Cnn,
+}
+
+/// A registered optimizer at a fixed batch size, or AdAdaGrad with a growing one.
+enum Method {
+    Fixed(TrainOptimizer),
+    Adaptive(Box<AdaptiveBatchTrainer>),
+}
+
+fn build_method(name: &str, cli: &Cli) -> Result<(Method, f64), String> {
+    if name == ADAPTIVE {
+        let (trainer, lr) = build_adaptive(&cli.test, cli.batch_size, cli.max_batch_size)?;
+        Ok((Method::Adaptive(Box::new(trainer)), lr))
+    } else {
+        let (optim, lr) = build_trainer(name)?;
+        Ok((Method::Fixed(optim), lr))
+    }
 }
 
 /// The outcome of training with one optimizer.
@@ -94,9 +118,11 @@ fn run(cli: &Cli) -> Result<(), String> {
         return Err("--epochs and --batch-size must be positive".into());
     }
     let names: Vec<String> = if cli.optimizer == "all" {
-        trainer_names().into_iter().map(String::from).collect()
+        let mut names: Vec<String> = trainer_names().into_iter().map(String::from).collect();
+        names.push(ADAPTIVE.into());
+        names
     } else {
-        build_trainer(&cli.optimizer)?;
+        build_method(&cli.optimizer, cli)?;
         vec![cli.optimizer.clone()]
     };
     let device = open_device(&cli.device)?.autodiff();
@@ -117,7 +143,7 @@ fn run(cli: &Cli) -> Result<(), String> {
 
     let mut runs = Vec::new();
     for name in &names {
-        let (optim, default_lr) = build_trainer(name)?;
+        let (optim, default_lr) = build_method(name, cli)?;
         let lr = cli.lr.unwrap_or(default_lr);
         let verbose = names.len() == 1;
         let run = match cli.model {
@@ -202,7 +228,7 @@ fn load_data(cli: &Cli) -> Result<(ClassificationData, ClassificationData, &'sta
 fn train_one<M: Classifier>(
     name: &str,
     mut model: M,
-    mut optim: TrainOptimizer,
+    mut optim: Method,
     lr: f64,
     train: &ClassificationData,
     test: &ClassificationData,
@@ -226,19 +252,67 @@ fn train_one<M: Classifier>(
     let mut accuracies = Vec::with_capacity(cli.epochs);
     for epoch in 0..cli.epochs {
         let order_seed = cli.seed.wrapping_mul(1000).wrapping_add(epoch as u64);
-        let batches = train.batches(cli.batch_size, Some(order_seed), device);
         let (mut loss_sum, mut seen) = (0.0, 0usize);
-        for batch in batches {
-            let (trained, batch_loss) = optim.step(lr, model, &batch);
-            model = trained;
-            loss_sum += batch_loss * batch.len() as f64;
-            seen += batch.len();
+        let mut on_step = |batch_loss: f64, size: usize, note: String| {
+            loss_sum += batch_loss * size as f64;
+            seen += size;
             bar.inc(1);
             bar.set_message(format!(
-                "epoch {}/{} loss {batch_loss:.4}",
+                "epoch {}/{} loss {batch_loss:.4}{note}",
                 epoch + 1,
                 cli.epochs
             ));
+        };
+        match &mut optim {
+            Method::Fixed(optim) => {
+                for batch in train.batches(cli.batch_size, Some(order_seed), device) {
+                    let (trained, batch_loss) = optim.step(lr, model, &batch);
+                    model = trained;
+                    on_step(batch_loss, batch.len(), String::new());
+                }
+            }
+            Method::Adaptive(trainer) => {
+                // Batches follow the controller's size; the lr follows the samples seen
+                // (warm-up over 5% of them, cosine decay to lr/10), as in the reference.
+                let total = (cli.epochs * train.len()) as u64;
+                let order = permutation(train.len(), order_seed);
+                let mut start = 0;
+                while start < order.len() {
+                    let end = (start + trainer.controller.batch_size()).min(order.len());
+                    let batch = train.batch(&order[start..end], device);
+                    start = end;
+                    let step_lr = warmup_cosine_lr_by_samples(
+                        trainer.controller.samples_seen(),
+                        total / 20,
+                        total,
+                        lr / 10.0,
+                        lr,
+                    );
+                    let (trained, batch_loss, decision) = trainer
+                        .step(step_lr, model, &batch)
+                        .unwrap_or_else(|e| panic!("AdAdaGrad test failed: {e}"));
+                    model = trained;
+                    let note = decision.map_or(String::new(), |d| {
+                        format!(
+                            " | {} test {:.1} → batch {}",
+                            d.test.name(),
+                            d.statistic,
+                            d.next_batch_size
+                        )
+                    });
+                    on_step(batch_loss, batch.len(), note);
+                }
+                if verbose {
+                    bar.suspend(|| {
+                        println!(
+                            "epoch {:>3}: AdAdaGrad batch size now {} after {} samples",
+                            epoch + 1,
+                            trainer.controller.batch_size(),
+                            trainer.controller.samples_seen()
+                        )
+                    });
+                }
+            }
         }
         let loss = loss_sum / seen.max(1) as f64;
         let accuracy = evaluate(&model, test);

@@ -8,12 +8,14 @@
 
 use burn::optim::{AdaGradConfig, AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig};
 
+use crate::optim::adadagrad::{BatchSizeControllerConfig, BatchTest};
 use crate::optim::adagrad_norm::AdaGradNormConfig;
+use crate::optim::adagrad_norm::{Granularity, MatrixRows};
 use crate::optim::adahessian::AdaHessianConfig;
 use crate::optim::mfac::MfacConfig;
 use crate::optim::sophia::{SophiaGConfig, SophiaHConfig};
 use crate::optim::{AdaBeliefConfig, AdanConfig, DiffGradConfig};
-use crate::trainer::TrainOptimizer;
+use crate::trainer::{AdaptiveBatchTrainer, TrainOptimizer};
 
 /// One registry entry: name, default learning rate and constructor.
 struct Entry {
@@ -159,4 +161,36 @@ pub fn build_optimizer(name: &str) -> Result<(ModuleOptimizer, f64), String> {
                 optimizer_names().join(", ")
             )
         })
+}
+
+/// The name of the adaptive-batch-size method (AdAdaGrad), built by [`build_adaptive`].
+pub const ADAPTIVE: &str = "adadagrad";
+
+/// AdAdaGrad for the example models: per-row AdaGrad-Norm (rows along the output axis of Burn's
+/// `[d_input, d_output]` Linear weights) whose batch size, starting at `initial_batch_size`, grows
+/// up to `max_batch_size` by `test` (`norm`, `ip`, `orth` or `ip+orth`; constants 0.1 as in the
+/// reference `main.py`), with its default learning rate. Errors name an unknown test or an
+/// invalid batch size.
+pub fn build_adaptive(
+    test: &str,
+    initial_batch_size: usize,
+    max_batch_size: usize,
+) -> Result<(AdaptiveBatchTrainer, f64), String> {
+    let test: BatchTest = test.parse().map_err(|e| format!("{e}"))?;
+    let controller = BatchSizeControllerConfig::new()
+        .with_test(test)
+        .with_initial_batch_size(initial_batch_size)
+        .with_max_batch_size(max_batch_size)
+        .try_init()
+        .map_err(|e| e.to_string())?;
+    let optimizer = AdaGradNormConfig::new()
+        .with_granularity(Granularity::PerRow)
+        .with_matrix_rows(MatrixRows::Axis1)
+        .init();
+    let trainer = AdaptiveBatchTrainer {
+        optimizer: TrainOptimizer::AdaGradNorm(optimizer),
+        controller,
+        max_gradients: 32,
+    };
+    Ok((trainer, 0.5))
 }

@@ -74,3 +74,68 @@ fn whole_module_optimizers_train_the_mlp() {
         }
     }
 }
+
+/// AdAdaGrad through `firebox::trainer`: the batch size starts small, only grows, stays capped,
+/// the sample count adds up, and the model learns.
+#[test]
+fn adadagrad_grows_the_batch_and_trains() {
+    use firebox::models::MlpConfig;
+    use firebox::models::data::digits_split;
+    use firebox::models::train::evaluate_full;
+    use firebox::registry::build_adaptive;
+
+    let _rng = common::rng_lock();
+    let (train, test) = digits_split(7);
+    for (backend, device) in common::devices() {
+        let device = device.autodiff();
+        for name in ["norm", "ip+orth"] {
+            let (mut trainer, lr) = build_adaptive(name, 4, 128).unwrap();
+            device.seed(7);
+            let mut model = MlpConfig::for_images(train.height, train.width).init(&device);
+            let (mut sizes, mut samples, mut tests) = (Vec::new(), 0u64, 0);
+            for epoch in 0..4u64 {
+                let order = firebox::models::data::shuffle::permutation(train.len(), epoch);
+                let mut start = 0;
+                while start < order.len() {
+                    let end = (start + trainer.controller.batch_size()).min(order.len());
+                    let batch = train.batch(&order[start..end], &device);
+                    sizes.push(trainer.controller.batch_size());
+                    let before = trainer.controller.samples_seen();
+                    let (next, _, decision) = trainer.step(lr, model, &batch).unwrap();
+                    model = next;
+                    tests += usize::from(decision.is_some());
+                    samples += trainer.controller.samples_seen() - before;
+                    start = end;
+                }
+            }
+            let eval = evaluate_full(&model, &test);
+            common::report(&format!(
+                "[firebox tests] adadagrad {backend} {name}: batch sizes {}..{}, {tests} tests, \
+                 test accuracy {:.3}",
+                sizes[0],
+                sizes.last().unwrap(),
+                eval.accuracy
+            ));
+            assert_eq!(
+                sizes[0], 4,
+                "{backend} {name}: starts at the initial batch size"
+            );
+            assert!(
+                sizes.windows(2).all(|w| w[0] <= w[1]),
+                "{backend} {name}: never shrinks"
+            );
+            assert!(
+                *sizes.last().unwrap() > 4,
+                "{backend} {name}: the test grew the batch"
+            );
+            assert!(sizes.iter().all(|&b| b <= 128), "{backend} {name}: capped");
+            assert_eq!(samples, trainer.controller.samples_seen());
+            assert!(tests > 0);
+            assert!(
+                eval.accuracy > 0.8,
+                "{backend} {name}: test accuracy {} after 4 epochs",
+                eval.accuracy
+            );
+        }
+    }
+}
