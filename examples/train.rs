@@ -79,7 +79,7 @@ enum ModelKind {
 
 /// A registered optimizer at a fixed batch size, or AdAdaGrad with a growing one.
 enum Method {
-    Fixed(TrainOptimizer),
+    Fixed(Box<TrainOptimizer>),
     Adaptive(Box<AdaptiveBatchTrainer>),
 }
 
@@ -89,7 +89,7 @@ fn build_method(name: &str, cli: &Cli) -> Result<(Method, f64), String> {
         Ok((Method::Adaptive(Box::new(trainer)), lr))
     } else {
         let (optim, lr) = build_trainer(name)?;
-        Ok((Method::Fixed(optim), lr))
+        Ok((Method::Fixed(Box::new(optim)), lr))
     }
 }
 
