@@ -26,6 +26,9 @@ use firebox::registry::{ADAPTIVE, build_adaptive, build_trainer, trainer_names};
 use firebox::trainer::{AdaptiveBatchTrainer, TrainOptimizer, warmup_cosine_lr_by_samples};
 use indicatif::{ProgressBar, ProgressStyle};
 
+#[path = "common/chart.rs"]
+mod chart;
+
 /// Train an example model with firebox's optimizers.
 #[derive(Parser, Debug)]
 #[command(about, long_about = None)]
@@ -371,9 +374,6 @@ fn print_table(runs: &[Run]) {
 fn write_chart(path: &Path, title: &str, runs: &[Run]) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::prelude::*;
 
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
     let epochs = runs
         .iter()
         .map(|r| r.losses.len())
@@ -393,8 +393,7 @@ fn write_chart(path: &Path, title: &str, runs: &[Run]) -> Result<(), Box<dyn std
         .min(y_max / 10.0)
         / 1.2;
 
-    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
-    root.fill(&WHITE)?;
+    let root = chart::svg_area(path, (900, 560))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
         .margin(16)
@@ -406,27 +405,20 @@ fn write_chart(path: &Path, title: &str, runs: &[Run]) -> Result<(), Box<dyn std
         .x_desc("epoch")
         .y_desc("mean training loss (log scale)")
         .draw()?;
-    for (i, run) in runs.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        let points = run
-            .losses
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.is_finite() && **l > 0.0)
-            .map(|(e, &l)| (e + 1, l));
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
-            .label(run.name.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
+    let lines = runs
+        .iter()
+        .map(|run| {
+            let points = run
+                .losses
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.is_finite() && **l > 0.0)
+                .map(|(e, &l)| (e + 1, l))
+                .collect();
+            (run.name.clone(), points)
+        })
+        .collect();
+    chart::draw_lines(&mut chart, lines).map_err(|e| e.to_string())?;
     root.present()?;
     Ok(())
 }
