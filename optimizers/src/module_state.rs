@@ -8,8 +8,6 @@ use std::collections::HashMap;
 use burn::module::{Param, ParamId};
 use burn::tensor::Tensor;
 
-use crate::host::host_sum;
-
 /// Flattened state tensors of every parameter seen so far.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct FlatStates(HashMap<ParamId, Vec<Tensor<1>>>);
@@ -96,10 +94,11 @@ impl UnclippedCounter {
             .push(ratio.abs().lower_elem(limit).float().sum());
     }
 
-    /// `(unclipped, total)` coordinates.
-    pub fn finish(self) -> (usize, usize) {
-        // Each part is an exact integer below 2^24, so the f64 sum is exact.
-        (host_sum(self.counts) as usize, self.total)
+    /// The unclipped count as a one-element device tensor (not read back: no synchronisation),
+    /// or `None` when nothing was counted, and the total number of coordinates.
+    pub fn finish(self) -> (Option<Tensor<1>>, usize) {
+        let count = (!self.counts.is_empty()).then(|| Tensor::cat(self.counts, 0).sum());
+        (count, self.total)
     }
 }
 

@@ -32,26 +32,43 @@ use burn::tensor::{Device, Tensor};
 
 use crate::curvature::hutchinson::hutchinson_diagonal;
 use crate::curvature::hvp::StepSize;
+use crate::host::host_sum;
 use crate::module_state::{FlatStates, UnclippedCounter, counted_record, from_counted_record};
 use crate::record::{ModuleState, StateRecord};
 use crate::validate::{Check, InvalidConfig, assert_finite_lr};
 
-/// What one Sophia step reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What one Sophia step reports: how many coordinates the clip left alone (the reference's
+/// "win rate"). The count stays on the device until asked for, so a training loop that does not
+/// log it never waits for the device.
+#[derive(Clone, Debug)]
 pub struct SophiaStep {
-    /// Coordinates whose preconditioned step was below the clip.
-    pub unclipped: usize,
-    /// All coordinates stepped.
-    pub total: usize,
+    count: Option<Tensor<1>>,
+    total: usize,
 }
 
 impl SophiaStep {
+    /// All coordinates stepped.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Coordinates whose preconditioned step was below the clip (reads one value back from the
+    /// device).
+    pub fn unclipped(&self) -> usize {
+        // Each per-parameter count is an exact integer below 2^24 in f32; their sum is exact
+        // below 2^24 coordinates, and rounded (relative error 6e-8) above.
+        self.count
+            .clone()
+            .map_or(0.0, |count| host_sum(vec![count]))
+            .round() as usize
+    }
+
     /// `unclipped / total` (the reference's win rate / unclipped fraction); 0 for an empty step.
     pub fn unclipped_fraction(&self) -> f64 {
         if self.total == 0 {
             0.0
         } else {
-            self.unclipped as f64 / self.total as f64
+            self.unclipped() as f64 / self.total as f64
         }
     }
 }
@@ -130,8 +147,8 @@ impl SophiaG {
             counter: UnclippedCounter::default(),
         };
         let module = module.map(&mut mapper);
-        let (unclipped, total) = mapper.counter.finish();
-        (module, SophiaStep { unclipped, total })
+        let (count, total) = mapper.counter.finish();
+        (module, SophiaStep { count, total })
     }
 
     /// Folds the sampled-label gradients ĝ into the Hessian EMA: `h = β2·h + (1−β2)·ĝ⊙ĝ`.
@@ -278,7 +295,7 @@ impl SophiaH {
             counter: UnclippedCounter::default(),
         };
         let module = module.map(&mut mapper);
-        let (unclipped, total) = mapper.counter.finish();
+        let (count, total) = mapper.counter.finish();
         if refresh && let Some(estimate) = hessian_diag {
             module.visit(&mut EmaVisitor {
                 source: estimate,
@@ -288,7 +305,7 @@ impl SophiaH {
                 square: false,
             });
         }
-        (module, SophiaStep { unclipped, total })
+        (module, SophiaStep { count, total })
     }
 
     /// One step that computes `z⊙Hz` itself when needed, with one Rademacher probe and a
