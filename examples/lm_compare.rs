@@ -382,7 +382,7 @@ fn train(
             Optim::Sophia(sophia, k) => {
                 let (model, stats) = sophia.step(lr, model, grads, batch.num_tokens() as f64);
                 if step >= *k {
-                    unclipped_sum += stats.unclipped_fraction();
+                    unclipped_sum += stats.unclipped_fraction().unwrap_or(f64::NAN);
                     unclipped_steps += 1;
                 }
                 // The reference refreshes after steps k, 2k, ... (its `iter % k == k − 1`).

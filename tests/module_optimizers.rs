@@ -353,3 +353,21 @@ fn a_corrupt_checkpoint_is_an_error_naming_the_file() {
         .unwrap_err();
     assert!(error.contains("cannot read"), "{error}");
 }
+
+/// Turning the win-rate count off changes nothing but the report.
+#[test]
+fn sophia_without_counting_steps_identically() {
+    for (backend, device) in common::devices() {
+        let model = linear(&device);
+        let (_, grads) = gradients(&model, 3, 1.0);
+        let (_, grads_again) = gradients(&model, 3, 1.0);
+        let mut counted = SophiaGConfig::new().init();
+        let mut quiet = SophiaGConfig::new().with_count_unclipped(false).init();
+        let (a, report_a) = counted.step(0.01, model.clone(), grads, 8.0);
+        let (b, report_b) = quiet.step(0.01, model, grads_again, 8.0);
+        assert_eq!(values(&a), values(&b), "{backend}");
+        assert_eq!(report_a.total(), report_b.total());
+        assert!(report_a.unclipped().is_some(), "{backend}");
+        assert_eq!(report_b.unclipped(), None, "{backend}");
+    }
+}

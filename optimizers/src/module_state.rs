@@ -78,24 +78,35 @@ impl FlatStates {
     }
 }
 
-/// Counts of coordinates a clipped step left unclipped, summed over parameters with one device
-/// read-back.
+/// Counts of coordinates a clipped step left unclipped, summed over parameters on the device
+/// (nothing is read back here). A disabled counter only counts the coordinates.
 #[derive(Debug, Default)]
 pub(crate) struct UnclippedCounter {
+    enabled: bool,
     counts: Vec<Tensor<1>>,
     total: usize,
 }
 
 impl UnclippedCounter {
+    /// A counter that counts (`enabled`) or only totals coordinates.
+    pub fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            ..Self::default()
+        }
+    }
+
     /// Adds the coordinates of `ratio` whose magnitude is below `limit`.
     pub fn add<const D: usize>(&mut self, ratio: Tensor<D>, limit: f64) {
         self.total += ratio.shape().num_elements();
-        self.counts
-            .push(ratio.abs().lower_elem(limit).float().sum());
+        if self.enabled {
+            self.counts
+                .push(ratio.abs().lower_elem(limit).float().sum());
+        }
     }
 
     /// The unclipped count as a one-element device tensor (not read back: no synchronisation),
-    /// or `None` when nothing was counted, and the total number of coordinates.
+    /// or `None` when disabled or nothing was counted, and the total number of coordinates.
     pub fn finish(self) -> (Option<Tensor<1>>, usize) {
         let count = (!self.counts.is_empty()).then(|| Tensor::cat(self.counts, 0).sum());
         (count, self.total)

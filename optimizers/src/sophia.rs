@@ -53,23 +53,23 @@ impl SophiaStep {
     }
 
     /// Coordinates whose preconditioned step was below the clip (reads one value back from the
-    /// device).
-    pub fn unclipped(&self) -> usize {
+    /// device); `None` when the optimizer was configured with `count_unclipped = false`.
+    pub fn unclipped(&self) -> Option<usize> {
         // Each per-parameter count is an exact integer below 2^24 in f32; their sum is exact
         // below 2^24 coordinates, and rounded (relative error 6e-8) above.
         self.count
             .clone()
-            .map_or(0.0, |count| host_sum(vec![count]))
-            .round() as usize
+            .map(|count| host_sum(vec![count]).round() as usize)
     }
 
-    /// `unclipped / total` (the reference's win rate / unclipped fraction); 0 for an empty step.
-    pub fn unclipped_fraction(&self) -> f64 {
+    /// `unclipped / total` (the reference's win rate / unclipped fraction), 0 for an empty step;
+    /// `None` when not counted.
+    pub fn unclipped_fraction(&self) -> Option<f64> {
         if self.total == 0 {
-            0.0
-        } else {
-            self.unclipped() as f64 / self.total as f64
+            return Some(0.0);
         }
+        self.unclipped()
+            .map(|unclipped| unclipped as f64 / self.total as f64)
     }
 }
 
@@ -88,6 +88,10 @@ pub struct SophiaGConfig {
     /// Decoupled weight decay, scaled by the learning rate.
     #[config(default = 0.1)]
     pub weight_decay: f32,
+    /// Count the unclipped coordinates each step ([`SophiaStep::unclipped`]). Turn off when the
+    /// win rate is not logged: it costs four element-wise passes per parameter.
+    #[config(default = true)]
+    pub count_unclipped: bool,
 }
 
 impl SophiaGConfig {
@@ -144,7 +148,7 @@ impl SophiaG {
             bs,
             grads: &mut grads,
             states: &mut self.states,
-            counter: UnclippedCounter::default(),
+            counter: UnclippedCounter::new(self.config.count_unclipped),
         };
         let module = module.map(&mut mapper);
         let (count, total) = mapper.counter.finish();
@@ -217,6 +221,10 @@ pub struct SophiaHConfig {
     /// Clip of the preconditioned step.
     #[config(default = 1.0)]
     pub clip_threshold: f32,
+    /// Count the unclipped coordinates each step ([`SophiaStep::unclipped`]). Turn off when the
+    /// unclipped fraction is not logged: it costs four element-wise passes per parameter.
+    #[config(default = true)]
+    pub count_unclipped: bool,
     /// Refresh the Hessian EMA after every this many steps (k).
     #[config(default = 10)]
     pub update_interval: usize,
@@ -292,7 +300,7 @@ impl SophiaH {
             lr,
             grads: &mut grads,
             states: &mut self.states,
-            counter: UnclippedCounter::default(),
+            counter: UnclippedCounter::new(self.config.count_unclipped),
         };
         let module = module.map(&mut mapper);
         let (count, total) = mapper.counter.finish();
