@@ -60,6 +60,35 @@ fn optimizer_fixtures_pass_on_every_backend() {
     assert!(passed >= 30, "only {passed} fixture replays passed");
 }
 
+/// Sampler keys implemented so far (issue #4 adds the rest): their files must PASS on every
+/// backend, every other sampler file must SKIP naming the issue.
+const IMPLEMENTED_SAMPLERS: [&str; 1] = ["ddim"];
+
+#[test]
+fn sampler_fixtures_pass_or_wait_for_their_issue() {
+    let files = fixture_files("tests/fixtures/samplers");
+    let mut problems = Vec::new();
+    let mut passed = 0;
+    for (backend, device) in common::devices() {
+        for file in &files {
+            let key = key_of(file);
+            let outcome = run_file(file, &device)
+                .unwrap_or_else(|e| panic!("{} on {backend}: {e}", file.display()));
+            match (&outcome, IMPLEMENTED_SAMPLERS.contains(&key.as_str())) {
+                (Outcome::Pass { .. }, true) => passed += 1,
+                (Outcome::Skip { reason, .. }, false) if reason.contains("#4") => {}
+                _ => problems.push(format!("{backend} {} {outcome}", file.display())),
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "sampler parity problems:\n{}",
+        problems.join("\n")
+    );
+    assert!(passed >= 7, "only {passed} sampler replays passed");
+}
+
 #[test]
 fn other_fixture_formats_are_skipped_with_the_issue() {
     let device = common::devices().remove(0).1;
@@ -70,7 +99,11 @@ fn other_fixture_formats_are_skipped_with_the_issue() {
             "adapters" => "firebox-adapter-fixture/1",
             _ => "firebox-quant-fixture/1",
         };
-        std::fs::write(&file, format!(r#"{{"format":"{format}","key":"x"}}"#)).unwrap();
+        std::fs::write(
+            &file,
+            format!(r#"{{"format":"{format}","key":"x","sampler":"x"}}"#),
+        )
+        .unwrap();
         let outcome = run_file(&file, &device).unwrap();
         std::fs::remove_file(&file).unwrap();
         assert_eq!(outcome.verdict(), "SKIP", "{outcome}");

@@ -1,0 +1,122 @@
+//! DDIM: denoising diffusion implicit models (Song, Meng, Ermon, ICLR 2021, eq. 12), as
+//! `diffusers.DDIMScheduler`:
+//!
+//! ```text
+//! x̂0   = prediction → x0 at ᾱ_t                       (clamped to ±clip_sample_range if clip_sample;
+//!                                                        ε̂ is NOT recomputed from the clamped x̂0)
+//! σ_η  = η·√((1−ᾱ_p)/(1−ᾱ_t)·(1 − ᾱ_t/ᾱ_p))
+//! x_p  = √ᾱ_p·x̂0 + √(1 − ᾱ_p − σ_η²)·ε̂ + σ_η·z
+//! ```
+//! with `p = t − T/n` (integer division) **always**, not the next grid point, and
+//! `ᾱ_p = 1` (`set_alpha_to_one`) or `ᾱ_0` below timestep 0.
+
+use burn::tensor::Tensor;
+
+use crate::grid::{Spacing, ddim_timesteps};
+use crate::prediction::Prediction;
+use crate::schedule::DiscreteSchedule;
+
+/// Settings of [`Ddim`] (diffusers' `DDIMScheduler` arguments that change the numbers).
+#[derive(Clone, Debug)]
+pub struct DdimConfig {
+    /// The ᾱ table.
+    pub schedule: DiscreteSchedule,
+    /// What the denoiser predicts.
+    pub prediction: Prediction,
+    /// Grid layout.
+    pub spacing: Spacing,
+    /// Added to every leading-grid timestep.
+    pub steps_offset: i64,
+    /// `ᾱ` below timestep 0 is 1 (else `ᾱ_0`).
+    pub set_alpha_to_one: bool,
+    /// Clamp x̂0 to `±clip_sample_range`.
+    pub clip_sample: Option<f64>,
+}
+
+/// The output of one DDIM step.
+#[derive(Clone, Debug)]
+pub struct DdimStep<const D: usize> {
+    /// The sample at the previous (less noisy) timestep.
+    pub prev_sample: Tensor<D>,
+    /// The model's clean-sample estimate x̂0 at this step.
+    pub x0_pred: Tensor<D>,
+}
+
+/// A DDIM sampler for `n` steps.
+#[derive(Clone, Debug)]
+pub struct Ddim {
+    config: DdimConfig,
+    timesteps: Vec<i64>,
+    step_ratio: i64,
+}
+
+impl Ddim {
+    /// The sampler for `num_inference_steps` steps.
+    ///
+    /// # Panics
+    /// If `num_inference_steps` is 0 or above the number of training timesteps.
+    pub fn new(config: DdimConfig, num_inference_steps: usize) -> Self {
+        let t = config.schedule.num_train_timesteps();
+        let timesteps = ddim_timesteps(t, num_inference_steps, config.spacing, config.steps_offset);
+        Self {
+            step_ratio: (t / num_inference_steps) as i64,
+            config,
+            timesteps,
+        }
+    }
+
+    /// The timesteps, in sampling order (decreasing).
+    pub fn timesteps(&self) -> &[i64] {
+        &self.timesteps
+    }
+
+    fn alpha_bar(&self, t: i64) -> f64 {
+        let table = &self.config.schedule.alphas_cumprod;
+        if t < 0 {
+            if self.config.set_alpha_to_one {
+                1.0
+            } else {
+                table[0]
+            }
+        } else {
+            table[t as usize]
+        }
+    }
+
+    /// One step from timestep `t` with the model's `output` at `sample`; `noise` (standard
+    /// normal, the sample's shape) is required when `eta > 0`.
+    ///
+    /// # Panics
+    /// If `eta > 0` and no noise is given, or `t` is outside the table.
+    pub fn step<const D: usize>(
+        &self,
+        output: Tensor<D>,
+        t: i64,
+        sample: Tensor<D>,
+        eta: f64,
+        noise: Option<Tensor<D>>,
+    ) -> DdimStep<D> {
+        let a_t = self.alpha_bar(t);
+        let a_p = self.alpha_bar(t - self.step_ratio);
+        let (x0, eps) =
+            self.config
+                .prediction
+                .to_x0_eps(output, sample, a_t.sqrt(), (1.0 - a_t).sqrt());
+        let x0 = match self.config.clip_sample {
+            Some(range) => x0.clamp(-range, range),
+            None => x0,
+        };
+        let variance = (1.0 - a_p) / (1.0 - a_t) * (1.0 - a_t / a_p);
+        let std = eta * variance.sqrt();
+        let direction = eps.mul_scalar((1.0 - a_p - std * std).sqrt());
+        let mut prev = x0.clone().mul_scalar(a_p.sqrt()) + direction;
+        if eta > 0.0 {
+            let noise = noise.expect("Ddim::step: eta > 0 needs a noise tensor");
+            prev = prev + noise.mul_scalar(std);
+        }
+        DdimStep {
+            prev_sample: prev,
+            x0_pred: x0,
+        }
+    }
+}

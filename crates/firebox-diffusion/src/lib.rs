@@ -1,0 +1,19 @@
+//! # firebox-diffusion
+//!
+//! Noise schedules, timestep grids and samplers for diffusion models, written against Burn's
+//! tensor API so they run on every backend. Schedule scalars (ᾱ, α, σ) are computed on the host
+//! in f64, as diffusers' float64 tables; the per-step arithmetic on samples runs on the device.
+//!
+//! - [`schedule`]: discrete β tables (linear, scaled_linear, squaredcos_cap_v2, sigmoid) and
+//!   `rescale_betas_zero_snr`.
+//! - [`grid`]: the timestep grids of diffusers' schedulers (leading, linspace, trailing).
+//! - [`prediction`]: what the denoiser predicts (ε, x0, v) and the conversions between them.
+//! - [`ddim`]: DDIM (Song et al. 2021) with η, as `diffusers.DDIMScheduler`.
+//!
+//! Issue #4 adds the other samplers.
+#![warn(missing_docs)]
+
+pub mod ddim;
+pub mod grid;
+pub mod prediction;
+pub mod schedule;
