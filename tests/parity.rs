@@ -9,6 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use firebox::fixtures::optim::PENDING;
+use firebox::fixtures::sampler::IMPLEMENTED;
 use firebox::fixtures::{Outcome, run_file};
 
 fn fixture_files(dir: &str) -> Vec<PathBuf> {
@@ -60,10 +61,8 @@ fn optimizer_fixtures_pass_on_every_backend() {
     assert!(passed >= 30, "only {passed} fixture replays passed");
 }
 
-/// Sampler keys implemented so far (issue #4 adds the rest): their files must PASS on every
-/// backend, every other sampler file must SKIP naming the issue.
-const IMPLEMENTED_SAMPLERS: [&str; 1] = ["ddim"];
-
+/// The files of the samplers implemented so far (`fixtures::sampler::IMPLEMENTED`; issue #4 adds
+/// the rest) must PASS on every backend, every other sampler file must SKIP naming the issue.
 #[test]
 fn sampler_fixtures_pass_or_wait_for_their_issue() {
     let files = fixture_files("tests/fixtures/samplers");
@@ -74,7 +73,7 @@ fn sampler_fixtures_pass_or_wait_for_their_issue() {
             let key = key_of(file);
             let outcome = run_file(file, &device)
                 .unwrap_or_else(|e| panic!("{} on {backend}: {e}", file.display()));
-            match (&outcome, IMPLEMENTED_SAMPLERS.contains(&key.as_str())) {
+            match (&outcome, IMPLEMENTED.contains(&key.as_str())) {
                 (Outcome::Pass { .. }, true) => passed += 1,
                 (Outcome::Skip { reason, .. }, false) if reason.contains("#4") => {}
                 _ => problems.push(format!("{backend} {} {outcome}", file.display())),
@@ -86,7 +85,7 @@ fn sampler_fixtures_pass_or_wait_for_their_issue() {
         "sampler parity problems:\n{}",
         problems.join("\n")
     );
-    assert!(passed >= 7, "only {passed} sampler replays passed");
+    assert!(passed >= 9, "only {passed} sampler replays passed");
 }
 
 #[test]

@@ -9,11 +9,13 @@
 //! - [`grid`]: the timestep grids of diffusers' schedulers (leading, linspace, trailing).
 //! - [`prediction`]: what the denoiser predicts (ε, x0, v) and the conversions between them.
 //! - [`ddim`]: DDIM (Song et al. 2021) with η, as `diffusers.DDIMScheduler`.
+//! - [`ddpm`]: DDPM ancestral sampling (Ho et al. 2020), as `diffusers.DDPMScheduler`.
 //!
 //! Issue #4 adds the other samplers.
 #![warn(missing_docs)]
 
 pub mod ddim;
+pub mod ddpm;
 pub mod grid;
 pub mod prediction;
 pub mod schedule;
