@@ -127,19 +127,22 @@ pub fn trainer_names() -> Vec<&'static str> {
 /// Any registered optimizer, per-tensor or whole-module, with its default learning rate for the
 /// example models, or an error listing the valid names.
 pub fn build_trainer(name: &str) -> Result<(TrainOptimizer, f64), String> {
-    if let Some(entry) = entries().into_iter().find(|e| e.name == name) {
-        return Ok((TrainOptimizer::PerTensor((entry.build)()), entry.lr));
+    if let Ok((optim, lr)) = build_optimizer(name) {
+        return Ok((TrainOptimizer::PerTensor(optim), lr));
     }
     module_entries()
         .into_iter()
         .find(|e| e.name == name)
         .map(|e| ((e.build)(), e.lr))
-        .ok_or_else(|| {
-            format!(
-                "unknown optimizer `{name}`: expected one of {} or `all`",
-                trainer_names().join(", ")
-            )
-        })
+        .ok_or_else(|| unknown(name, &trainer_names()))
+}
+
+/// The error for a name that is not among `names`.
+fn unknown(name: &str, names: &[&str]) -> String {
+    format!(
+        "unknown optimizer `{name}`: expected one of {} or `all`",
+        names.join(", ")
+    )
 }
 
 /// Names of the per-tensor optimizers (those [`build_optimizer`] returns as a `ModuleOptimizer`,
@@ -155,12 +158,7 @@ pub fn build_optimizer(name: &str) -> Result<(ModuleOptimizer, f64), String> {
         .into_iter()
         .find(|e| e.name == name)
         .map(|e| ((e.build)(), e.lr))
-        .ok_or_else(|| {
-            format!(
-                "unknown optimizer `{name}`: expected one of {} or `all`",
-                optimizer_names().join(", ")
-            )
-        })
+        .ok_or_else(|| unknown(name, &optimizer_names()))
 }
 
 /// The name of the adaptive-batch-size method (AdAdaGrad), built by [`build_adaptive`].

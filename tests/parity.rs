@@ -33,31 +33,43 @@ fn key_of(file: &Path) -> String {
     stem.split("__").next().unwrap().to_string()
 }
 
-#[test]
-fn optimizer_fixtures_pass_on_every_backend() {
-    let files = fixture_files("tests/fixtures/optim");
+/// Replays every fixture in `dir` on every backend. `expected(key, file name, outcome)` says
+/// whether the outcome is the right one; the others are listed in one panic. Returns the number
+/// of PASSes.
+fn replay_all(dir: &str, expected: impl Fn(&str, &str, &Outcome) -> bool) -> usize {
+    let files = fixture_files(dir);
     let mut problems = Vec::new();
     let mut passed = 0;
     for (backend, device) in common::devices() {
         for file in &files {
-            let key = key_of(file);
             let outcome = run_file(file, &device)
                 .unwrap_or_else(|e| panic!("{} on {backend}: {e}", file.display()));
             let file_name = file.file_name().unwrap().to_string_lossy();
-            let expected_skip =
-                PENDING.contains(&key.as_str()) || KNOWN_SKIPS.contains(&file_name.as_ref());
-            match (&outcome, expected_skip) {
-                (Outcome::Pass { .. }, false) => passed += 1,
-                (Outcome::Skip { .. }, true) => {}
-                _ => problems.push(format!("{backend} {} {outcome}", file.display())),
+            if !expected(&key_of(file), &file_name, &outcome) {
+                problems.push(format!("{backend} {} {outcome}", file.display()));
+            } else if matches!(outcome, Outcome::Pass { .. }) {
+                passed += 1;
             }
         }
     }
     assert!(
         problems.is_empty(),
-        "parity problems:\n{}",
+        "parity problems in {dir}:\n{}",
         problems.join("\n")
     );
+    passed
+}
+
+#[test]
+fn optimizer_fixtures_pass_on_every_backend() {
+    let passed = replay_all("tests/fixtures/optim", |key, file_name, outcome| {
+        let expected_skip = PENDING.contains(&key) || KNOWN_SKIPS.contains(&file_name);
+        match outcome {
+            Outcome::Pass { .. } => !expected_skip,
+            Outcome::Skip { .. } => expected_skip,
+            Outcome::Fail { .. } => false,
+        }
+    });
     assert!(passed >= 30, "only {passed} fixture replays passed");
 }
 
@@ -65,26 +77,14 @@ fn optimizer_fixtures_pass_on_every_backend() {
 /// the rest) must PASS on every backend, every other sampler file must SKIP naming the issue.
 #[test]
 fn sampler_fixtures_pass_or_wait_for_their_issue() {
-    let files = fixture_files("tests/fixtures/samplers");
-    let mut problems = Vec::new();
-    let mut passed = 0;
-    for (backend, device) in common::devices() {
-        for file in &files {
-            let key = key_of(file);
-            let outcome = run_file(file, &device)
-                .unwrap_or_else(|e| panic!("{} on {backend}: {e}", file.display()));
-            match (&outcome, IMPLEMENTED.contains(&key.as_str())) {
-                (Outcome::Pass { .. }, true) => passed += 1,
-                (Outcome::Skip { reason, .. }, false) if reason.contains("#4") => {}
-                _ => problems.push(format!("{backend} {} {outcome}", file.display())),
-            }
+    let passed = replay_all("tests/fixtures/samplers", |key, _, outcome| {
+        let implemented = IMPLEMENTED.contains(&key);
+        match outcome {
+            Outcome::Pass { .. } => implemented,
+            Outcome::Skip { reason, .. } => !implemented && reason.contains("#4"),
+            Outcome::Fail { .. } => false,
         }
-    }
-    assert!(
-        problems.is_empty(),
-        "sampler parity problems:\n{}",
-        problems.join("\n")
-    );
+    });
     assert!(passed >= 9, "only {passed} sampler replays passed");
 }
 

@@ -9,7 +9,8 @@ pub(crate) fn host_sum(parts: Vec<Tensor<1>>) -> f64 {
     host_values(parts).iter().sum()
 }
 
-/// The values of one-element partial results, in order, with a single device read-back.
+/// Every value of `parts` (each 1-D), in order, with a single device read-back, as f64 (exact
+/// for f32 tensors, lossless for f64 ones).
 pub(crate) fn host_values(parts: Vec<Tensor<1>>) -> Vec<f64> {
     if parts.is_empty() {
         return Vec::new();
@@ -18,9 +19,6 @@ pub(crate) fn host_values(parts: Vec<Tensor<1>>) -> Vec<f64> {
     let parts: Vec<_> = parts.into_iter().map(|t| t.to_device(&device)).collect();
     Tensor::cat(parts, 0)
         .into_data()
-        .try_into_vec_as::<f32>()
-        .expect("f32 partial results")
-        .into_iter()
-        .map(f64::from)
-        .collect()
+        .try_into_vec_as::<f64>()
+        .expect("float partial results")
 }

@@ -13,6 +13,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
 use super::AdaDaGradError;
+use crate::host::host_values;
 
 /// Which batch-size test decides whether the batch grows (`main.py`'s `--test_type`).
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -269,19 +270,6 @@ impl BatchStatistics {
             next_batch_size,
         })
     }
-}
-
-/// Every value of `parts` (each 1-D), read back with one device synchronisation, as f64.
-fn host_values(parts: Vec<Tensor<1>>) -> Vec<f64> {
-    if parts.is_empty() {
-        return Vec::new();
-    }
-    let device = parts[0].device();
-    let parts: Vec<_> = parts.into_iter().map(|t| t.to_device(&device)).collect();
-    Tensor::cat(parts, 0)
-        .into_data()
-        .try_into_vec_as::<f64>()
-        .expect("float statistics")
 }
 
 /// On the device, for one `[k, n]` block: `[Σ‖d_i‖², Σ‖r_i‖², ‖ḡ‖², c_1..c_k]` with
