@@ -9,7 +9,6 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use firebox::fixtures::optim::PENDING;
-use firebox::fixtures::sampler::IMPLEMENTED;
 use firebox::fixtures::{Outcome, run_file};
 
 fn fixture_files(dir: &str) -> Vec<PathBuf> {
@@ -73,17 +72,12 @@ fn optimizer_fixtures_pass_on_every_backend() {
     assert!(passed >= 30, "only {passed} fixture replays passed");
 }
 
-/// The files of the samplers implemented so far (`fixtures::sampler::IMPLEMENTED`; issue #4 adds
-/// the rest) must PASS on every backend, every other sampler file must SKIP naming the issue.
+/// Every sampler fixture (diffusers, research and oracle files) must PASS on every backend.
 #[test]
-fn sampler_fixtures_pass_or_wait_for_their_issue() {
-    let passed = replay_all("tests/fixtures/samplers", |key, _, outcome| {
-        let implemented = IMPLEMENTED.contains(&key);
-        match outcome {
-            Outcome::Pass { .. } => implemented,
-            Outcome::Skip { reason, .. } => !implemented && reason.contains("#4"),
-            Outcome::Fail { .. } => false,
-        }
+fn sampler_fixtures_pass() {
+    let passed = replay_all("tests/fixtures/samplers", |_, _, outcome| {
+        matches!(outcome, Outcome::Pass { .. })
+            || matches!(outcome, Outcome::Skip { reason, .. } if reason.contains("#4"))
     });
     assert!(passed >= 9, "only {passed} sampler replays passed");
 }
@@ -91,10 +85,9 @@ fn sampler_fixtures_pass_or_wait_for_their_issue() {
 #[test]
 fn other_fixture_formats_are_skipped_with_the_issue() {
     let device = common::devices().remove(0).1;
-    for (dir, issue) in [("samplers", "#4"), ("adapters", "#5"), ("quant", "#6")] {
+    for (dir, issue) in [("adapters", "#5"), ("quant", "#6")] {
         let file = std::env::temp_dir().join(format!("firebox-{dir}-{}.json", std::process::id()));
         let format = match dir {
-            "samplers" => "firebox-sampler-fixture/1",
             "adapters" => "firebox-adapter-fixture/1",
             _ => "firebox-quant-fixture/1",
         };
@@ -108,6 +101,16 @@ fn other_fixture_formats_are_skipped_with_the_issue() {
         assert_eq!(outcome.verdict(), "SKIP", "{outcome}");
         assert!(outcome.to_string().contains(issue), "{outcome}");
     }
+}
+
+#[test]
+fn an_unknown_sampler_key_is_an_error_naming_it() {
+    let device = common::devices().remove(0).1;
+    let value: serde_json::Value =
+        serde_json::from_str(r#"{"format":"firebox-sampler-fixture/1","sampler":"warp_drive"}"#)
+            .unwrap();
+    let err = firebox::fixtures::run_value(&value, &device).unwrap_err();
+    assert!(err.contains("warp_drive") && err.contains("ddim"), "{err}");
 }
 
 #[test]

@@ -14,6 +14,7 @@ use burn::tensor::Tensor;
 
 use crate::grid::{Spacing, ddim_timesteps};
 use crate::prediction::Prediction;
+use crate::sampler::{Sampler, StepOutput};
 use crate::schedule::DiscreteSchedule;
 
 /// Settings of [`Ddim`] (diffusers' `DDIMScheduler` arguments that change the numbers).
@@ -42,12 +43,17 @@ pub struct DdimStep<const D: usize> {
     pub x0_pred: Tensor<D>,
 }
 
-/// A DDIM sampler for `n` steps.
+/// A DDIM sampler for `n` steps. As a [`Sampler`] it runs with the η of
+/// [`with_eta`](Self::with_eta) (0 by default: deterministic); [`step_at`](Self::step_at) is the
+/// stateless step at any grid timestep.
 #[derive(Clone, Debug)]
 pub struct Ddim {
     config: DdimConfig,
     timesteps: Vec<i64>,
+    model_times: Vec<f64>,
     step_ratio: i64,
+    eta: f64,
+    index: usize,
 }
 
 impl Ddim {
@@ -61,12 +67,21 @@ impl Ddim {
         Self {
             step_ratio: (t / num_inference_steps) as i64,
             config,
+            model_times: timesteps.iter().map(|&t| t as f64).collect(),
             timesteps,
+            eta: 0.0,
+            index: 0,
         }
     }
 
-    /// The timesteps, in sampling order (decreasing).
-    pub fn timesteps(&self) -> &[i64] {
+    /// The same sampler with stochasticity `eta` (0: DDIM, 1: DDPM-like ancestral variance).
+    pub fn with_eta(mut self, eta: f64) -> Self {
+        self.eta = eta;
+        self
+    }
+
+    /// The integer timesteps, in sampling order (decreasing).
+    pub fn grid(&self) -> &[i64] {
         &self.timesteps
     }
 
@@ -88,7 +103,7 @@ impl Ddim {
     ///
     /// # Panics
     /// If `eta > 0` and no noise is given, or `t` is outside the table.
-    pub fn step<const D: usize>(
+    pub fn step_at<const D: usize>(
         &self,
         output: Tensor<D>,
         t: i64,
@@ -118,5 +133,43 @@ impl Ddim {
             prev_sample: prev,
             x0_pred: x0,
         }
+    }
+}
+
+impl<const D: usize> Sampler<D> for Ddim {
+    fn timesteps(&self) -> &[f64] {
+        &self.model_times
+    }
+
+    fn step_index(&self) -> usize {
+        self.index
+    }
+
+    fn set_begin_index(&mut self, index: usize) {
+        assert!(
+            index < self.timesteps.len(),
+            "begin index {index} is past the {} DDIM steps",
+            self.timesteps.len()
+        );
+        self.index = index;
+    }
+
+    fn needs_noise(&self) -> bool {
+        self.eta > 0.0
+    }
+
+    fn step(
+        &mut self,
+        model_output: Tensor<D>,
+        sample: Tensor<D>,
+        noise: Option<Tensor<D>>,
+    ) -> StepOutput<D> {
+        let t = *self
+            .timesteps
+            .get(self.index)
+            .expect("Ddim::step: the run is finished (call reset)");
+        let out = self.step_at(model_output, t, sample, self.eta, noise);
+        self.index += 1;
+        StepOutput::with_x0(out.prev_sample, out.x0_pred)
     }
 }

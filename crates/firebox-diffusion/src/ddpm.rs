@@ -15,6 +15,7 @@ use burn::tensor::Tensor;
 
 use crate::grid::{Spacing, ddim_timesteps};
 use crate::prediction::Prediction;
+use crate::sampler::{Sampler, StepOutput};
 use crate::schedule::DiscreteSchedule;
 
 /// diffusers' `variance_type` (the two that need no learned variance).
@@ -62,6 +63,8 @@ pub struct DdpmConfig {
 pub struct Ddpm {
     config: DdpmConfig,
     timesteps: Vec<i64>,
+    model_times: Vec<f64>,
+    index: usize,
 }
 
 impl Ddpm {
@@ -72,25 +75,30 @@ impl Ddpm {
     pub fn new(config: DdpmConfig, num_inference_steps: usize) -> Self {
         let t = config.schedule.num_train_timesteps();
         let timesteps = ddim_timesteps(t, num_inference_steps, config.spacing, config.steps_offset);
-        Self { config, timesteps }
+        Self {
+            config,
+            model_times: timesteps.iter().map(|&t| t as f64).collect(),
+            timesteps,
+            index: 0,
+        }
     }
 
-    /// The timesteps, in sampling order (decreasing).
-    pub fn timesteps(&self) -> &[i64] {
+    /// The integer timesteps, in sampling order (decreasing).
+    pub fn grid(&self) -> &[i64] {
         &self.timesteps
     }
 
     /// Whether the step at grid index `index` draws noise (diffusers: only when t > 0).
-    pub fn needs_noise(&self, index: usize) -> bool {
+    pub fn needs_noise_at(&self, index: usize) -> bool {
         self.timesteps[index] > 0
     }
 
     /// One step at grid index `index` with the model's `output` at `sample`; `noise` is required
-    /// when [`needs_noise`](Self::needs_noise).
+    /// when [`needs_noise_at`](Self::needs_noise_at).
     ///
     /// # Panics
     /// If noise is needed and missing, or `index` is past the grid.
-    pub fn step<const D: usize>(
+    pub fn step_at<const D: usize>(
         &self,
         output: Tensor<D>,
         index: usize,
@@ -127,5 +135,43 @@ impl Ddpm {
         };
         let noise = noise.expect("Ddpm::step: a step with t > 0 needs a noise tensor");
         mean + noise.mul_scalar(variance.sqrt())
+    }
+}
+
+impl<const D: usize> Sampler<D> for Ddpm {
+    fn timesteps(&self) -> &[f64] {
+        &self.model_times
+    }
+
+    fn step_index(&self) -> usize {
+        self.index
+    }
+
+    fn set_begin_index(&mut self, index: usize) {
+        assert!(
+            index < self.timesteps.len(),
+            "begin index {index} is past the {} DDPM steps",
+            self.timesteps.len()
+        );
+        self.index = index;
+    }
+
+    fn needs_noise(&self) -> bool {
+        self.index < self.timesteps.len() && self.needs_noise_at(self.index)
+    }
+
+    fn step(
+        &mut self,
+        model_output: Tensor<D>,
+        sample: Tensor<D>,
+        noise: Option<Tensor<D>>,
+    ) -> StepOutput<D> {
+        assert!(
+            self.index < self.timesteps.len(),
+            "Ddpm::step: the run is finished (call reset)"
+        );
+        let prev = self.step_at(model_output, self.index, sample, noise);
+        self.index += 1;
+        StepOutput::sample(prev)
     }
 }

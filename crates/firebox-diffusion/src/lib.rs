@@ -10,6 +10,9 @@
 //! - [`prediction`]: what the denoiser predicts (ε, x0, v) and the conversions between them.
 //! - [`ddim`]: DDIM (Song et al. 2021) with η, as `diffusers.DDIMScheduler`.
 //! - [`ddpm`]: DDPM ancestral sampling (Ho et al. 2020), as `diffusers.DDPMScheduler`.
+//! - [`sampler`]: the [`Sampler`](sampler::Sampler) step API every sampler implements, the
+//!   [`Denoiser`](sampler::Denoiser) trait, classifier-free guidance, noise sources and
+//!   [`sample`](sampler::sample).
 //!
 //! Issue #4 adds the other samplers.
 #![warn(missing_docs)]
@@ -18,4 +21,5 @@ pub mod ddim;
 pub mod ddpm;
 pub mod grid;
 pub mod prediction;
+pub mod sampler;
 pub mod schedule;

@@ -160,3 +160,22 @@ impl DiscreteSchedule {
         self.alphas_cumprod[low] * (1.0 - w) + self.alphas_cumprod[high] * w
     }
 }
+
+/// The VE noise level of a VP level: `σ_VE = √((1 − ᾱ)/ᾱ)` (diffusers' `sigmas` table).
+pub fn ve_sigma(alpha_bar: f64) -> f64 {
+    ((1.0 - alpha_bar) / alpha_bar).sqrt()
+}
+
+/// The VP pair `(α_t, σ_t) = (1/√(σ²+1), σ/√(σ²+1))` of a VE level σ (diffusers'
+/// `_sigma_to_alpha_sigma_t`).
+pub fn vp_of_ve(sigma: f64) -> (f64, f64) {
+    let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
+    (alpha, sigma * alpha)
+}
+
+impl DiscreteSchedule {
+    /// The VE noise levels `√((1 − ᾱ_t)/ᾱ_t)` of every training timestep (increasing in t).
+    pub fn ve_sigmas(&self) -> Vec<f64> {
+        self.alphas_cumprod.iter().map(|&a| ve_sigma(a)).collect()
+    }
+}

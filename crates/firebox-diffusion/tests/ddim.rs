@@ -83,14 +83,14 @@ fn ddim_converges_to_the_exact_flow_endpoint_at_first_order() {
             },
             n,
         );
-        let t0 = ddim.timesteps()[0] as usize;
+        let t0 = ddim.grid()[0] as usize;
         let mut x = Tensor::<1>::from_data(TensorData::new(x_t.to_vec(), [3]), &device);
-        for &t in ddim.timesteps() {
+        for &t in ddim.grid() {
             let abar = schedule.alphas_cumprod[t as usize];
             let (alpha, sigma) = (abar.sqrt(), (1.0 - abar).sqrt());
             let var = alpha * alpha * s * s + sigma * sigma;
             let eps = x.clone().sub_scalar(alpha * m).mul_scalar(sigma / var);
-            x = ddim.step(eps, t, x, 0.0, None).prev_sample;
+            x = ddim.step_at(eps, t, x, 0.0, None).prev_sample;
         }
         let got: Vec<f32> = x.into_data().try_into_vec_as().unwrap();
         let abar = schedule.alphas_cumprod[t0];
@@ -143,16 +143,16 @@ fn ddpm_samples_follow_the_exact_law_of_the_chain() {
     let n = 4000;
     let mut x = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &device);
     let (mut law_mean, mut law_var) = (0.0f64, 1.0f64);
-    let grid = ddpm.timesteps().to_vec();
+    let grid = ddpm.grid().to_vec();
     for (k, &t) in grid.iter().enumerate() {
         let abar = schedule.alphas_cumprod[t as usize];
         let (alpha, sigma) = (abar.sqrt(), (1.0 - abar).sqrt());
         let var = alpha * alpha * s * s + sigma * sigma;
         let eps = x.clone().sub_scalar(alpha * m).mul_scalar(sigma / var);
         let noise = ddpm
-            .needs_noise(k)
+            .needs_noise_at(k)
             .then(|| Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &device));
-        x = ddpm.step(eps, k, x, noise);
+        x = ddpm.step_at(eps, k, x, noise);
         // The same step on the law: x̂0 = m(1 − α²s²/var) + (αs²/var)·x_t.
         let a_p = grid
             .get(k + 1)
