@@ -10,6 +10,8 @@
 //! - [`prediction`]: what the denoiser predicts (ε, x0, v) and the conversions between them.
 //! - [`ddim`]: DDIM (Song et al. 2021) with η, as `diffusers.DDIMScheduler`.
 //! - [`ddpm`]: DDPM ancestral sampling (Ho et al. 2020), as `diffusers.DDPMScheduler`.
+//! - [`solver_grid`]: the timestep/σ grids of the DPM-Solver / UniPC / DEIS family.
+//! - [`threshold`]: Imagen's dynamic thresholding of x̂0.
 //! - [`sampler`]: the [`Sampler`](sampler::Sampler) step API every sampler implements, the
 //!   [`Denoiser`](sampler::Denoiser) trait, classifier-free guidance, noise sources and
 //!   [`sample`](sampler::sample).
@@ -23,3 +25,5 @@ pub mod grid;
 pub mod prediction;
 pub mod sampler;
 pub mod schedule;
+pub mod solver_grid;
+pub mod threshold;
