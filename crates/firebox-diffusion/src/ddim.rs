@@ -51,6 +51,8 @@ pub struct Ddim {
     config: DdimConfig,
     timesteps: Vec<i64>,
     model_times: Vec<f64>,
+    /// The timestep each step lands on (−1: below the table).
+    prev: Vec<i64>,
     step_ratio: i64,
     eta: f64,
     index: usize,
@@ -64,10 +66,42 @@ impl Ddim {
     pub fn new(config: DdimConfig, num_inference_steps: usize) -> Self {
         let t = config.schedule.num_train_timesteps();
         let timesteps = ddim_timesteps(t, num_inference_steps, config.spacing, config.steps_offset);
+        let step_ratio = (t / num_inference_steps) as i64;
         Self {
-            step_ratio: (t / num_inference_steps) as i64,
+            step_ratio,
             config,
             model_times: timesteps.iter().map(|&t| t as f64).collect(),
+            prev: timesteps.iter().map(|&t| t - step_ratio).collect(),
+            timesteps,
+            eta: 0.0,
+            index: 0,
+        }
+    }
+
+    /// A sampler on a caller-given decreasing list of training timesteps (a searched or
+    /// hand-made schedule). Each step lands on the next listed timestep and the last one below
+    /// the table (`ᾱ = 1` or `ᾱ_0` per `set_alpha_to_one`).
+    ///
+    /// # Panics
+    /// If the list is empty, not strictly decreasing, or outside `[0, T)`.
+    pub fn with_timesteps(config: DdimConfig, timesteps: Vec<i64>) -> Self {
+        let t = config.schedule.num_train_timesteps() as i64;
+        assert!(!timesteps.is_empty(), "the timestep list is empty");
+        assert!(
+            timesteps.windows(2).all(|w| w[0] > w[1]),
+            "timesteps {timesteps:?} are not strictly decreasing"
+        );
+        assert!(
+            timesteps.iter().all(|&s| (0..t).contains(&s)),
+            "timesteps {timesteps:?} leave the table [0, {t})"
+        );
+        let mut prev: Vec<i64> = timesteps[1..].to_vec();
+        prev.push(-1);
+        Self {
+            step_ratio: 0,
+            config,
+            model_times: timesteps.iter().map(|&t| t as f64).collect(),
+            prev,
             timesteps,
             eta: 0.0,
             index: 0,
@@ -111,8 +145,20 @@ impl Ddim {
         eta: f64,
         noise: Option<Tensor<D>>,
     ) -> DdimStep<D> {
+        self.step_between(output, t, t - self.step_ratio, sample, eta, noise)
+    }
+
+    fn step_between<const D: usize>(
+        &self,
+        output: Tensor<D>,
+        t: i64,
+        prev: i64,
+        sample: Tensor<D>,
+        eta: f64,
+        noise: Option<Tensor<D>>,
+    ) -> DdimStep<D> {
         let a_t = self.alpha_bar(t);
-        let a_p = self.alpha_bar(t - self.step_ratio);
+        let a_p = self.alpha_bar(prev);
         let (x0, eps) =
             self.config
                 .prediction
@@ -168,7 +214,8 @@ impl<const D: usize> Sampler<D> for Ddim {
             .timesteps
             .get(self.index)
             .expect("Ddim::step: the run is finished (call reset)");
-        let out = self.step_at(model_output, t, sample, self.eta, noise);
+        let prev = self.prev[self.index];
+        let out = self.step_between(model_output, t, prev, sample, self.eta, noise);
         self.index += 1;
         StepOutput::with_x0(out.prev_sample, out.x0_pred)
     }

@@ -11,6 +11,8 @@
 //! - [`ddim`]: DDIM (Song et al. 2021) with η, as `diffusers.DDIMScheduler`.
 //! - [`ddpm`]: DDPM ancestral sampling (Ho et al. 2020), as `diffusers.DDPMScheduler`.
 //! - [`solver_grid`]: the timestep/σ grids of the DPM-Solver / UniPC / DEIS family.
+//! - [`step_search`]: BOSS (Bellman-optimal step sizes by dynamic programming) and an
+//!   evolutionary timestep-schedule search (AutoDiffusion / USF) for any sampler.
 //! - [`threshold`]: Imagen's dynamic thresholding of x̂0.
 //! - [`sampler`]: the [`Sampler`](sampler::Sampler) step API every sampler implements, the
 //!   [`Denoiser`](sampler::Denoiser) trait, classifier-free guidance, noise sources and
@@ -26,4 +28,5 @@ pub mod prediction;
 pub mod sampler;
 pub mod schedule;
 pub mod solver_grid;
+pub mod step_search;
 pub mod threshold;

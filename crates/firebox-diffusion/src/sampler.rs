@@ -163,12 +163,19 @@ impl SeededNoise {
         Self { state: seed }
     }
 
-    fn next_u64(&mut self) -> u64 {
+    /// The next raw 64-bit value (SplitMix64).
+    pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+
+    /// A uniform index in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        assert!(n > 0, "SeededNoise::below(0)");
+        (self.next_u64() % n as u64) as usize
     }
 
     /// A uniform draw in (0, 1].
