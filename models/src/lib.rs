@@ -9,6 +9,8 @@
 //! - [`Mlp`] and [`Cnn`]: classifiers for 8x8 or 28x28 grey-scale images, trainable through
 //!   burn-train's `Learner` (they implement `TrainStep` and `InferenceStep`).
 //! - [`train`]: a plain training loop and evaluation, and one-call runs through `Learner`.
+//! - [`denoiser`]: a time-conditioned residual MLP ε-denoiser ([`DenoiserMlp`]) with the DDPM
+//!   training loss, for the diffusion samplers of `firebox-diffusion`.
 //! - [`lm`]: a tiny character-level transformer language model ([`CharLm`]) and the shipped Tiny
 //!   Shakespeare text (public domain) with a character vocabulary and seeded window batches.
 //!
@@ -33,11 +35,13 @@
 mod classifier;
 pub mod cnn;
 pub mod data;
+pub mod denoiser;
 pub mod lm;
 pub mod mlp;
 pub mod train;
 
 pub use classifier::{Classifier, classification_output};
+pub use denoiser::{DenoiserMlp, DenoiserMlpConfig};
 pub use cnn::{Cnn, CnnConfig};
 pub use lm::{CharLm, CharLmConfig};
 pub use mlp::{Mlp, MlpConfig};
