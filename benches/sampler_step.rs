@@ -40,21 +40,36 @@ fn configs() -> Vec<(&'static str, &'static str, Value, usize)> {
         config
     };
     vec![
-        ("ddim", "ddim", with(json!({"timestep_spacing": "trailing"})), 20),
+        (
+            "ddim",
+            "ddim",
+            with(json!({"timestep_spacing": "trailing"})),
+            20,
+        ),
         ("ddpm", "ddpm", sd.clone(), 20),
         ("plms", "pndm", with(json!({"skip_prk_steps": true})), 19),
         ("euler", "euler", sd.clone(), 20),
         ("euler_ancestral", "euler_ancestral", sd.clone(), 20),
         ("heun", "heun", sd.clone(), 10),
         ("dpm++2m", "dpmsolver_multistep", sd.clone(), 20),
-        ("dpm++3m", "dpmsolver_multistep", with(json!({"solver_order": 3})), 20),
+        (
+            "dpm++3m",
+            "dpmsolver_multistep",
+            with(json!({"solver_order": 3})),
+            20,
+        ),
         (
             "sde-dpm++2m",
             "dpmsolver_multistep",
             with(json!({"algorithm_type": "sde-dpmsolver++"})),
             20,
         ),
-        ("dpm++3s", "dpmsolver_singlestep", with(json!({"solver_order": 3})), 20),
+        (
+            "dpm++3s",
+            "dpmsolver_singlestep",
+            with(json!({"solver_order": 3})),
+            20,
+        ),
         ("unipc_bh2", "unipc", sd.clone(), 20),
         ("deis", "deis", sd.clone(), 20),
         (
@@ -127,7 +142,11 @@ fn bench_backend(c: &mut Criterion, backend: BackendName, device: &Device) {
                 continue;
             }
         };
-        assert_eq!(sampler.timesteps().len(), CALLS, "{name} makes 20 model calls");
+        assert_eq!(
+            sampler.timesteps().len(),
+            CALLS,
+            "{name} makes 20 model calls"
+        );
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let start = Instant::now();
@@ -145,7 +164,9 @@ fn bench_backend(c: &mut Criterion, backend: BackendName, device: &Device) {
     let Some(&denoiser) = times.get("denoiser") else {
         return;
     };
-    println!("\n{backend}: sampler work per model call vs one denoiser call (batch {BATCH}, dim 64)");
+    println!(
+        "\n{backend}: sampler work per model call vs one denoiser call (batch {BATCH}, dim 64)"
+    );
     println!(
         "| sampler | per step | ratio to denoiser call ({:.3} ms) |",
         denoiser.as_secs_f64() * 1e3 / CALLS as f64

@@ -361,8 +361,8 @@ fn draw_digits(
     for check in distinct_checks(oracle) {
         let key = check["sampler"].as_str().unwrap_or_default().to_string();
         let steps = match key.as_str() {
-            "heun" => 5,  // 9 model calls
-            "pndm" => 9,  // 10 model calls
+            "heun" => 5, // 9 model calls
+            "pndm" => 9, // 10 model calls
             _ => 10,
         };
         let mut sampler = match sampler_for(&check, steps) {

@@ -22,7 +22,11 @@ pub fn write_grey_png(
     height: usize,
     pixels: &[u8],
 ) -> std::io::Result<()> {
-    assert_eq!(pixels.len(), width * height, "pixel count vs {width}x{height}");
+    assert_eq!(
+        pixels.len(),
+        width * height,
+        "pixel count vs {width}x{height}"
+    );
     let mut raw = Vec::with_capacity((width + 1) * height);
     for row in pixels.chunks(width) {
         raw.push(0); // filter: none

@@ -69,8 +69,9 @@ impl DenoiserMlp {
         let scales: Vec<f32> = (0..self.frequencies)
             .map(|k| std::f32::consts::PI * 2f32.powi(k as i32))
             .collect();
-        let scales = Tensor::<2>::from_data(TensorData::new(scales, [1, self.frequencies]), &device)
-            .expand([batch, self.frequencies]);
+        let scales =
+            Tensor::<2>::from_data(TensorData::new(scales, [1, self.frequencies]), &device)
+                .expand([batch, self.frequencies]);
         let angles = tau.expand([batch, self.frequencies]) * scales;
         let features = Tensor::cat(vec![x, angles.clone().sin(), angles.cos()], 1);
         let mut h = silu(self.input.forward(features));
@@ -97,7 +98,9 @@ impl DenoiserMlp {
         assert!(!alphas_cumprod.is_empty(), "the ᾱ table is empty");
         let [batch, dim] = x0.dims();
         let device = x0.device();
-        let steps: Vec<usize> = (0..batch).map(|_| rng.below(alphas_cumprod.len())).collect();
+        let steps: Vec<usize> = (0..batch)
+            .map(|_| rng.below(alphas_cumprod.len()))
+            .collect();
         let signal: Vec<f32> = steps
             .iter()
             .map(|&t| alphas_cumprod[t].sqrt() as f32)

@@ -41,7 +41,7 @@ pub mod mlp;
 pub mod train;
 
 pub use classifier::{Classifier, classification_output};
-pub use denoiser::{DenoiserMlp, DenoiserMlpConfig};
 pub use cnn::{Cnn, CnnConfig};
+pub use denoiser::{DenoiserMlp, DenoiserMlpConfig};
 pub use lm::{CharLm, CharLmConfig};
 pub use mlp::{Mlp, MlpConfig};

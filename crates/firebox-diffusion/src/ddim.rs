@@ -220,3 +220,116 @@ impl<const D: usize> Sampler<D> for Ddim {
         StepOutput::with_x0(out.prev_sample, out.x0_pred)
     }
 }
+
+/// DDIM inversion (Song et al. 2021, §4.3; Mokady et al. 2023's "DDIM inversion"), as
+/// `diffusers.DDIMInverseScheduler`: the deterministic DDIM update run from data towards noise,
+/// to find the `x_T` that DDIM maps back to a given sample (image editing).
+///
+/// Grid: ascending, leading `arange(n)·(T//n) + steps_offset` or trailing
+/// `round(arange(T, 0, −T/n))[::-1] − 1`. At the call with timestep `t` the sample is at level
+/// `s = min(t − T//n, T−1)` (`ᾱ_s = 1` or `ᾱ_0` per `set_alpha_to_one` when `s < 0`) and moves to
+/// `t`; **the model is evaluated with the target's label `t`** (diffusers' approximation: the
+/// network sees the sample of level `s`). Update: `x_t = √ᾱ_t·x̂0 + √(1−ᾱ_t)·ε̂`.
+#[derive(Clone, Debug)]
+pub struct DdimInverse {
+    config: DdimConfig,
+    timesteps: Vec<i64>,
+    model_times: Vec<f64>,
+    step_ratio: i64,
+    index: usize,
+}
+
+impl DdimInverse {
+    /// The inverse sampler for `num_inference_steps` steps.
+    ///
+    /// # Panics
+    /// If `num_inference_steps` is 0 or above `T`, or the spacing is `linspace` (diffusers'
+    /// inverse scheduler has only leading and trailing).
+    pub fn new(config: DdimConfig, num_inference_steps: usize) -> Self {
+        let t = config.schedule.num_train_timesteps();
+        assert!(
+            num_inference_steps >= 1 && num_inference_steps <= t,
+            "num_inference_steps = {num_inference_steps} must be between 1 and {t}"
+        );
+        let ratio = (t / num_inference_steps) as i64;
+        let timesteps: Vec<i64> = match config.spacing {
+            Spacing::Leading => (0..num_inference_steps as i64)
+                .map(|i| i * ratio + config.steps_offset)
+                .collect(),
+            Spacing::Trailing => {
+                let mut grid = ddim_timesteps(t, num_inference_steps, Spacing::Trailing, 0);
+                grid.reverse();
+                grid
+            }
+            Spacing::Linspace => {
+                panic!("DDIM inversion supports leading and trailing spacing, not linspace")
+            }
+        };
+        Self {
+            model_times: timesteps.iter().map(|&t| t as f64).collect(),
+            timesteps,
+            step_ratio: ratio,
+            config,
+            index: 0,
+        }
+    }
+
+    fn alpha_bar(&self, t: i64) -> f64 {
+        let table = &self.config.schedule.alphas_cumprod;
+        if t < 0 {
+            if self.config.set_alpha_to_one {
+                1.0
+            } else {
+                table[0]
+            }
+        } else {
+            table[t as usize]
+        }
+    }
+}
+
+impl<const D: usize> Sampler<D> for DdimInverse {
+    fn timesteps(&self) -> &[f64] {
+        &self.model_times
+    }
+
+    fn step_index(&self) -> usize {
+        self.index
+    }
+
+    fn set_begin_index(&mut self, index: usize) {
+        assert!(
+            index < self.timesteps.len(),
+            "begin index {index} is past the {} inversion steps",
+            self.timesteps.len()
+        );
+        self.index = index;
+    }
+
+    fn step(
+        &mut self,
+        model_output: Tensor<D>,
+        sample: Tensor<D>,
+        _noise: Option<Tensor<D>>,
+    ) -> StepOutput<D> {
+        let target = *self
+            .timesteps
+            .get(self.index)
+            .expect("DdimInverse::step: the run is finished (call reset)");
+        let last = self.config.schedule.num_train_timesteps() as i64 - 1;
+        let source = (target - self.step_ratio).min(last);
+        let a_s = self.alpha_bar(source);
+        let a_t = self.alpha_bar(target);
+        let (x0, eps) =
+            self.config
+                .prediction
+                .to_x0_eps(model_output, sample, a_s.sqrt(), (1.0 - a_s).sqrt());
+        let x0 = match self.config.clip_sample {
+            Some(range) => x0.clamp(-range, range),
+            None => x0,
+        };
+        let next = x0.clone().mul_scalar(a_t.sqrt()) + eps.mul_scalar((1.0 - a_t).sqrt());
+        self.index += 1;
+        StepOutput::with_x0(next, x0)
+    }
+}
