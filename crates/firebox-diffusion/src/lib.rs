@@ -14,6 +14,8 @@
 //! - [`step_search`]: BOSS (Bellman-optimal step sizes by dynamic programming) and an
 //!   evolutionary timestep-schedule search (AutoDiffusion / USF) for any sampler.
 //! - [`threshold`]: Imagen's dynamic thresholding of x̂0.
+//! - [`dpm_solver`]: DPM-Solver / DPM-Solver++ (multistep 1–3M, midpoint / Heun, SDE variant,
+//!   singlestep), as diffusers' schedulers.
 //! - [`sampler`]: the [`Sampler`](sampler::Sampler) step API every sampler implements, the
 //!   [`Denoiser`](sampler::Denoiser) trait, classifier-free guidance, noise sources and
 //!   [`sample`](sampler::sample).
@@ -23,6 +25,7 @@
 
 pub mod ddim;
 pub mod ddpm;
+pub mod dpm_solver;
 pub mod grid;
 pub mod prediction;
 pub mod sampler;
