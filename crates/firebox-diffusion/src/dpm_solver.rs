@@ -199,7 +199,11 @@ fn update<const D: usize>(
         (2, false) => {
             let (m0, m1) = (&outputs[n - 1], &outputs[n - 2]);
             let r0 = (levels[n - 1].lambda - levels[n - 2].lambda) / h;
-            (m0.clone(), Some((m0.clone() - m1.clone()).div_scalar(r0)), None)
+            (
+                m0.clone(),
+                Some((m0.clone() - m1.clone()).div_scalar(r0)),
+                None,
+            )
         }
         (3, false) => {
             let (m0, m1, m2) = (&outputs[n - 1], &outputs[n - 2], &outputs[n - 3]);
@@ -215,7 +219,11 @@ fn update<const D: usize>(
             // Singlestep: s = the group start (m1), one intermediate point (m0).
             let (m0, m1) = (&outputs[n - 1], &outputs[n - 2]);
             let r0 = (levels[n - 1].lambda - s.lambda) / h;
-            (m1.clone(), Some((m0.clone() - m1.clone()).div_scalar(r0)), None)
+            (
+                m1.clone(),
+                Some((m0.clone() - m1.clone()).div_scalar(r0)),
+                None,
+            )
         }
         (3, true) => {
             let (m0, m1, m2) = (&outputs[n - 1], &outputs[n - 2], &outputs[n - 3]);
@@ -358,7 +366,10 @@ impl<const D: usize> Sampler<D> for DpmSolverMultistep<D> {
     }
 
     fn set_begin_index(&mut self, index: usize) {
-        assert!(index < self.model_times.len(), "begin index {index} is past the grid");
+        assert!(
+            index < self.model_times.len(),
+            "begin index {index} is past the grid"
+        );
         self.index = index;
         self.history.clear();
         self.lower_order_nums = 0;
@@ -376,11 +387,14 @@ impl<const D: usize> Sampler<D> for DpmSolverMultistep<D> {
     ) -> StepOutput<D> {
         let n = self.model_times.len();
         let i = self.index;
-        assert!(i < n, "DpmSolverMultistep::step: the run is finished (call reset)");
+        assert!(
+            i < n,
+            "DpmSolverMultistep::step: the run is finished (call reset)"
+        );
         let c = &self.config;
         let short = c.lower_order_final && n < 15;
-        let last_first_order = i == n - 1
-            && (c.euler_at_final || short || c.grid.final_sigma == FinalSigma::Zero);
+        let last_first_order =
+            i == n - 1 && (c.euler_at_final || short || c.grid.final_sigma == FinalSigma::Zero);
         let second_last = i + 2 == n && short;
         let level = self.levels[i];
         let converted = convert_output(
@@ -439,9 +453,19 @@ pub struct DpmSolverSinglestep<const D: usize> {
 }
 
 /// diffusers' `get_order_list`: the order of each of `steps` singlestep updates.
-pub fn singlestep_orders(steps: usize, order: usize, lower_order_final: bool, zero_final: bool) -> Vec<usize> {
+pub fn singlestep_orders(
+    steps: usize,
+    order: usize,
+    lower_order_final: bool,
+    zero_final: bool,
+) -> Vec<usize> {
     let repeat = |pattern: &[usize], times: usize| -> Vec<usize> {
-        pattern.iter().copied().cycle().take(pattern.len() * times).collect()
+        pattern
+            .iter()
+            .copied()
+            .cycle()
+            .take(pattern.len() * times)
+            .collect()
     };
     let mut orders = match (order, lower_order_final) {
         (3, true) => match steps % 3 {
@@ -519,7 +543,10 @@ impl<const D: usize> Sampler<D> for DpmSolverSinglestep<D> {
     }
 
     fn set_begin_index(&mut self, index: usize) {
-        assert!(index < self.model_times.len(), "begin index {index} is past the grid");
+        assert!(
+            index < self.model_times.len(),
+            "begin index {index} is past the grid"
+        );
         self.index = index;
         self.history.clear();
         self.group_start = None;

@@ -16,6 +16,7 @@
 //! - [`threshold`]: Imagen's dynamic thresholding of x̂0.
 //! - [`dpm_solver`]: DPM-Solver / DPM-Solver++ (multistep 1–3M, midpoint / Heun, SDE variant,
 //!   singlestep), as diffusers' schedulers.
+//! - [`unipc`]: UniPC (bh1 / bh2 predictor-corrector); [`deis`]: DEIS (log-ρ multistep).
 //! - [`sampler`]: the [`Sampler`](sampler::Sampler) step API every sampler implements, the
 //!   [`Denoiser`](sampler::Denoiser) trait, classifier-free guidance, noise sources and
 //!   [`sample`](sampler::sample).
@@ -25,6 +26,7 @@
 
 pub mod ddim;
 pub mod ddpm;
+pub mod deis;
 pub mod dpm_solver;
 pub mod grid;
 pub mod prediction;
@@ -33,3 +35,4 @@ pub mod schedule;
 pub mod solver_grid;
 pub mod step_search;
 pub mod threshold;
+pub mod unipc;
