@@ -17,6 +17,8 @@
 //! - [`dpm_solver`]: DPM-Solver / DPM-Solver++ (multistep 1–3M, midpoint / Heun, SDE variant,
 //!   singlestep), as diffusers' schedulers.
 //! - [`unipc`]: UniPC (bh1 / bh2 predictor-corrector); [`deis`]: DEIS (log-ρ multistep).
+//! - [`euler`]: Euler and Euler ancestral in VE units; [`heun`]: Heun's 2nd-order method;
+//!   [`flow_match`]: flow-matching Euler with the SD3 shift.
 //! - [`sampler`]: the [`Sampler`](sampler::Sampler) step API every sampler implements, the
 //!   [`Denoiser`](sampler::Denoiser) trait, classifier-free guidance, noise sources and
 //!   [`sample`](sampler::sample).
@@ -28,7 +30,10 @@ pub mod ddim;
 pub mod ddpm;
 pub mod deis;
 pub mod dpm_solver;
+pub mod euler;
+pub mod flow_match;
 pub mod grid;
+pub mod heun;
 pub mod prediction;
 pub mod sampler;
 pub mod schedule;
