@@ -19,6 +19,8 @@
 //! - [`unipc`]: UniPC (bh1 / bh2 predictor-corrector); [`deis`]: DEIS (log-ρ multistep).
 //! - [`euler`]: Euler and Euler ancestral in VE units; [`heun`]: Heun's 2nd-order method;
 //!   [`flow_match`]: flow-matching Euler with the SD3 shift.
+//! - [`pndm`]: PLMS; [`momentum`]: GHVB and PLMS with heavy ball; [`bdia`]: BDIA-DDIM with
+//!   exact inversion.
 //! - [`sampler`]: the [`Sampler`](sampler::Sampler) step API every sampler implements, the
 //!   [`Denoiser`](sampler::Denoiser) trait, classifier-free guidance, noise sources and
 //!   [`sample`](sampler::sample).
@@ -26,6 +28,7 @@
 //! Issue #4 adds the other samplers.
 #![warn(missing_docs)]
 
+pub mod bdia;
 pub mod ddim;
 pub mod ddpm;
 pub mod deis;
@@ -34,6 +37,8 @@ pub mod euler;
 pub mod flow_match;
 pub mod grid;
 pub mod heun;
+pub mod momentum;
+pub mod pndm;
 pub mod prediction;
 pub mod sampler;
 pub mod schedule;
