@@ -21,6 +21,7 @@
 //!   [`flow_match`]: flow-matching Euler with the SD3 shift.
 //! - [`pndm`]: PLMS; [`momentum`]: GHVB and PLMS with heavy ball; [`bdia`]: BDIA-DDIM with
 //!   exact inversion.
+//! - [`vp_continuous`]: DPM-Solver's continuous-time VP schedules (discrete-table and linear).
 //! - [`sampler`]: the [`Sampler`](sampler::Sampler) step API every sampler implements, the
 //!   [`Denoiser`](sampler::Denoiser) trait, classifier-free guidance, noise sources and
 //!   [`sample`](sampler::sample).
@@ -46,3 +47,4 @@ pub mod solver_grid;
 pub mod step_search;
 pub mod threshold;
 pub mod unipc;
+pub mod vp_continuous;

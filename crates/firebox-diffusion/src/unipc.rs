@@ -75,6 +75,13 @@ pub struct UniPcConfig {
     pub threshold: Option<DynamicThreshold>,
 }
 
+/// DC-Solver's ratios and the continuous times they interpolate in.
+#[derive(Clone, Debug)]
+struct Compensation {
+    ratios: Vec<f64>,
+    times: Vec<f64>,
+}
+
 /// Solves the small dense system `R·ρ = b` by Gaussian elimination with partial pivoting.
 pub fn solve(mut r: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
     let n = b.len();
@@ -140,8 +147,10 @@ fn coefficients(
 #[derive(Clone, Debug)]
 pub struct UniPc<const D: usize> {
     config: UniPcConfig,
-    grid: SolverGrid,
+    sigmas: Option<Vec<f64>>,
     levels: Vec<Level>,
+    compensation: Option<Compensation>,
+    corrected: Option<Tensor<D>>,
     model_times: Vec<f64>,
     history: Vec<Tensor<D>>,
     last_sample: Option<Tensor<D>>,
@@ -174,10 +183,40 @@ impl<const D: usize> UniPc<D> {
             grid.timesteps.len() + 1,
             "one σ more than timesteps"
         );
+        Self::on_levels(
+            config,
+            grid.sigmas.iter().map(|&s| Level::of_ve(s)).collect(),
+            grid.timesteps.iter().map(|&t| t as f64).collect(),
+        )
+        .with_sigmas(grid.sigmas)
+    }
+
+    fn with_sigmas(mut self, sigmas: Vec<f64>) -> Self {
+        self.sigmas = Some(sigmas);
+        self
+    }
+
+    /// The sampler on caller-given levels (one more than model calls) and model time inputs,
+    /// e.g. a continuous-time schedule's levels (UniPC of Zhao et al.'s own code).
+    ///
+    /// # Panics
+    /// If `solver_order` is 0 or `levels` is not one longer than `model_times`.
+    pub fn on_levels(config: UniPcConfig, levels: Vec<Level>, model_times: Vec<f64>) -> Self {
+        assert!(
+            config.solver_order >= 1,
+            "UniPC solver_order must be at least 1"
+        );
+        assert_eq!(
+            levels.len(),
+            model_times.len() + 1,
+            "one level more than model calls"
+        );
         Self {
-            levels: grid.sigmas.iter().map(|&s| Level::of_ve(s)).collect(),
-            model_times: grid.timesteps.iter().map(|&t| t as f64).collect(),
-            grid,
+            levels,
+            model_times,
+            sigmas: None,
+            compensation: None,
+            corrected: None,
             config,
             history: Vec::new(),
             last_sample: None,
@@ -185,6 +224,31 @@ impl<const D: usize> UniPc<D> {
             lower_order_nums: 0,
             index: 0,
         }
+    }
+
+    /// Dynamic compensation (DC-Solver, Zhao et al. ECCV 2024, eq. 9): before the predictor of
+    /// step k (model call k), if `ratios[k] ≠ 1` the newest model output is replaced by the
+    /// Lagrange interpolation of the three newest outputs at `t* = r·t_{−1} + (1−r)·t_{−2}`
+    /// (`times` are the continuous times of the levels); the compensated value stays in the
+    /// history.
+    ///
+    /// # Panics
+    /// If the lengths do not match the grid or the order is below 3 (three points are needed).
+    pub fn with_compensation(mut self, ratios: Vec<f64>, times: Vec<f64>) -> Self {
+        assert_eq!(ratios.len(), self.model_times.len(), "one ratio per step");
+        assert_eq!(times.len(), self.levels.len(), "one time per level");
+        assert!(
+            self.config.solver_order >= 3,
+            "dynamic compensation needs solver_order >= 3"
+        );
+        self.compensation = Some(Compensation { ratios, times });
+        self
+    }
+
+    /// The corrected sample of the point reached by the previous call (UniC's output), once
+    /// the current call has run its corrector; the fixture of DC-Solver records these.
+    pub fn corrected(&self) -> Option<&Tensor<D>> {
+        self.corrected.as_ref()
     }
 
     /// `x_ = (σ_t/σ_s)x − α_t·hφ₁·m_s` (data) or `(α_t/α_s)x − σ_t·hφ₁·m_s` (noise), the
@@ -246,7 +310,7 @@ impl<const D: usize> Sampler<D> for UniPc<D> {
     }
 
     fn sigmas(&self) -> Option<&[f64]> {
-        Some(&self.grid.sigmas)
+        self.sigmas.as_deref()
     }
 
     fn step_index(&self) -> usize {
@@ -260,6 +324,7 @@ impl<const D: usize> Sampler<D> for UniPc<D> {
         );
         self.index = index;
         self.history.clear();
+        self.corrected = None;
         self.last_sample = None;
         self.this_order = 0;
         self.lower_order_nums = 0;
@@ -308,10 +373,39 @@ impl<const D: usize> Sampler<D> for UniPc<D> {
                 residual = residual + corr;
             }
             sample = base - residual.mul_scalar(scale * co.b_h);
+            self.corrected = Some(sample.clone());
         }
         self.history.push(converted.clone());
         if self.history.len() > c.solver_order {
             self.history.remove(0);
+        }
+        let mut converted = converted;
+        if let Some(dc) = &self.compensation
+            && dc.ratios[i] != 1.0
+        {
+            let n = self.history.len();
+            assert!(
+                n >= 3,
+                "dynamic compensation at step {i} needs three model outputs"
+            );
+            let ts = [dc.times[i], dc.times[i - 1], dc.times[i - 2]];
+            let target = dc.ratios[i] * ts[0] + (1.0 - dc.ratios[i]) * ts[1];
+            let mut value: Option<Tensor<D>> = None;
+            for a in 0..3 {
+                let mut w = 1.0;
+                for b in 0..3 {
+                    if a != b {
+                        w *= (target - ts[b]) / (ts[a] - ts[b]);
+                    }
+                }
+                let term = self.history[n - 1 - a].clone().mul_scalar(w);
+                value = Some(match value {
+                    Some(v) => v + term,
+                    None => term,
+                });
+            }
+            converted = value.expect("three terms");
+            self.history[n - 1] = converted.clone();
         }
         let order = if c.lower_order_final {
             c.solver_order.min(n - i)
