@@ -21,6 +21,7 @@
 //!   [`flow_match`]: flow-matching Euler with the SD3 shift.
 //! - [`pndm`]: PLMS; [`momentum`]: GHVB and PLMS with heavy ball; [`bdia`]: BDIA-DDIM with
 //!   exact inversion.
+//! - [`mrs`]: MR Sampler for mean-reverting diffusion (IR-SDE).
 //! - [`vp_continuous`]: DPM-Solver's continuous-time VP schedules (discrete-table and linear).
 //! - [`sampler`]: the [`Sampler`](sampler::Sampler) step API every sampler implements, the
 //!   [`Denoiser`](sampler::Denoiser) trait, classifier-free guidance, noise sources and
@@ -39,6 +40,7 @@ pub mod flow_match;
 pub mod grid;
 pub mod heun;
 pub mod momentum;
+pub mod mrs;
 pub mod pndm;
 pub mod prediction;
 pub mod sampler;
