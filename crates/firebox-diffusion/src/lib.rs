@@ -21,6 +21,8 @@
 //!   [`flow_match`]: flow-matching Euler with the SD3 shift.
 //! - [`pndm`]: PLMS; [`momentum`]: GHVB and PLMS with heavy ball; [`bdia`]: BDIA-DDIM with
 //!   exact inversion.
+//! - [`dpm_solver_v3`]: DPM-Solver-v3 with empirical model statistics (loader, Gaussian closed
+//!   form, estimator).
 //! - [`mrs`]: MR Sampler for mean-reverting diffusion (IR-SDE).
 //! - [`vp_continuous`]: DPM-Solver's continuous-time VP schedules (discrete-table and linear).
 //! - [`sampler`]: the [`Sampler`](sampler::Sampler) step API every sampler implements, the
@@ -35,6 +37,7 @@ pub mod ddim;
 pub mod ddpm;
 pub mod deis;
 pub mod dpm_solver;
+pub mod dpm_solver_v3;
 pub mod euler;
 pub mod flow_match;
 pub mod grid;
