@@ -178,6 +178,7 @@ impl DpmSolverConfig {
 /// First-, second- and third-order updates from the newest history level `s0` to `t`, shared by
 /// the multistep and singlestep forms (their history differs, not the formulas). `levels` are
 /// the history levels oldest to newest, `outputs` the converted model outputs at them.
+#[allow(clippy::too_many_arguments)] // the formulas' inputs, named as in the paper
 fn update<const D: usize>(
     config: &DpmSolverConfig,
     order: usize,
@@ -474,7 +475,7 @@ pub fn singlestep_orders(
             _ => [repeat(&[1, 2, 3], steps / 3), vec![1, 2]].concat(),
         },
         (2, true) => {
-            if steps % 2 == 0 {
+            if steps.is_multiple_of(2) {
                 [repeat(&[1, 2], steps / 2 - 1), vec![1, 1]].concat()
             } else {
                 [repeat(&[1, 2], steps / 2), vec![1]].concat()
@@ -499,7 +500,9 @@ impl<const D: usize> DpmSolverSinglestep<D> {
     pub fn new(mut config: DpmSolverConfig, num_inference_steps: usize) -> Self {
         config.check();
         let zero = config.grid.final_sigma == FinalSigma::Zero;
-        if !config.lower_order_final && (zero || num_inference_steps % config.solver_order != 0) {
+        if !config.lower_order_final
+            && (zero || !num_inference_steps.is_multiple_of(config.solver_order))
+        {
             // diffusers' set_timesteps rewrites the config the same way.
             config.lower_order_final = true;
         }

@@ -119,8 +119,9 @@ impl Ems {
     /// - `l_λ = E[diag(σ ∂ε̂/∂x)]` by Hutchinson's estimator with Rademacher probes `v`:
     ///   `E[v ⊙ J v]`, `J v` by a central finite difference of the denoiser (autodiff-free);
     /// - with `N = σε̂ − l·x` and `f = N/α`, `s` and `b` by per-dimension least squares of the
-    ///   finite-difference λ-derivative `f'` against `f` (`f' ≈ s·f + b`) over the samples; a
-    ///   regressor with (numerically) zero variance gives `s = 0`, `b = mean f'`.
+    ///   finite-difference λ-derivative `f'` against `f` (`f' ≈ s·f + b`) over the samples,
+    ///   with a ridge of `1e-4·E[f²]` on `s` so that a regressor without spread (Gaussian data,
+    ///   where `f` is deterministic) gives `s ≈ 0`, `b ≈ mean f'` (the paper's choice there).
     ///
     /// `probes` Rademacher probes per level; `seed` drives the forward-process noise and the
     /// probes (a [`SeededNoise`], so every backend sees the same draws).
@@ -186,7 +187,7 @@ impl Ems {
         for i in 0..k {
             let (lo, hi) = (i.saturating_sub(1), (i + 1).min(k - 1));
             let f = f_at(lambdas[i], &l_rows[i]);
-            let df = (f_at(lambdas[hi], &l_rows[i]) - f_at(lambdas[lo], &l_rows[i]))
+            let df = (f_at(lambdas[hi], &l_rows[hi]) - f_at(lambdas[lo], &l_rows[lo]))
                 .div_scalar(lambdas[hi] - lambdas[lo]);
             let (mf, mdf) = (mean_rows(f.clone()), mean_rows(df.clone()));
             let cov = mean_rows(f.clone() * df);
@@ -246,6 +247,20 @@ fn cumulative(a: &[Vec<f64>], x: &[f64], b: &[Vec<f64>]) -> Vec<Vec<f64>> {
     out
 }
 
+/// The step grid of [`DpmSolverV3`]: `steps` steps of `skip_type` (`logSNR`, `time_uniform`,
+/// `time_quadratic`) from `t_start` to `t_end` (the reference's constructor arguments).
+#[derive(Clone, Debug, PartialEq)]
+pub struct V3Grid {
+    /// Steps (model calls).
+    pub steps: usize,
+    /// Start time (1 for DPM-Solver's schedules).
+    pub t_start: f64,
+    /// End time ([`NoiseScheduleVp::t_end`] by default).
+    pub t_end: f64,
+    /// Spacing of the steps.
+    pub skip_type: String,
+}
+
 /// The sampler's settings (the reference's `sample()` arguments).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct V3Options {
@@ -302,21 +317,24 @@ pub struct DpmSolverV3<const D: usize> {
 }
 
 impl<const D: usize> DpmSolverV3<D> {
-    /// The sampler for `steps` steps of `skip_type` (`logSNR`, `time_uniform`,
-    /// `time_quadratic`) from `t_start` to `t_end`, snapped to the EMS grid.
+    /// The sampler on `grid`'s steps snapped to the EMS grid; `velocity` for a v-prediction
+    /// model (else ε).
     ///
     /// # Panics
     /// If `steps` or the order is 0, or on an unknown skip type.
     pub fn new(
         schedule: NoiseScheduleVp,
         ems: &Ems,
-        steps: usize,
-        t_start: f64,
-        t_end: f64,
-        skip_type: &str,
+        grid: &V3Grid,
         options: V3Options,
         velocity: bool,
     ) -> Self {
+        let (steps, t_start, t_end, skip_type) = (
+            grid.steps,
+            grid.t_start,
+            grid.t_end,
+            grid.skip_type.as_str(),
+        );
         assert!(
             steps >= 1 && options.order >= 1,
             "steps and order must be at least 1"

@@ -23,6 +23,7 @@
 //!   exact inversion.
 //! - [`dpm_solver_v3`]: DPM-Solver-v3 with empirical model statistics (loader, Gaussian closed
 //!   form, estimator).
+//! - [`dc_solver`]: DC-Solver's compensation-ratio search (UniPC with dynamic compensation).
 //! - [`mrs`]: MR Sampler for mean-reverting diffusion (IR-SDE).
 //! - [`vp_continuous`]: DPM-Solver's continuous-time VP schedules (discrete-table and linear).
 //! - [`sampler`]: the [`Sampler`](sampler::Sampler) step API every sampler implements, the
@@ -33,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod bdia;
+pub mod dc_solver;
 pub mod ddim;
 pub mod ddpm;
 pub mod deis;

@@ -91,10 +91,11 @@ pub fn solve(mut r: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
             .expect("non-empty system");
         r.swap(col, pivot);
         b.swap(col, pivot);
+        let pivot_row = r[col].clone();
         for row in col + 1..n {
-            let f = r[row][col] / r[col][col];
-            for k in col..n {
-                r[row][k] -= f * r[col][k];
+            let f = r[row][col] / pivot_row[col];
+            for (a, p) in r[row][col..].iter_mut().zip(&pivot_row[col..]) {
+                *a -= f * p;
             }
             b[row] -= f * b[col];
         }
@@ -243,6 +244,19 @@ impl<const D: usize> UniPc<D> {
         );
         self.compensation = Some(Compensation { ratios, times });
         self
+    }
+
+    /// Changes the compensation ratio of model call `step` (for a ratio search; takes effect
+    /// if that call has not run yet).
+    ///
+    /// # Panics
+    /// If the sampler has no compensation or `step` is past the grid.
+    pub fn set_ratio(&mut self, step: usize, ratio: f64) {
+        let dc = self
+            .compensation
+            .as_mut()
+            .expect("set_ratio needs a sampler built with_compensation");
+        dc.ratios[step] = ratio;
     }
 
     /// The corrected sample of the point reached by the previous call (UniC's output), once
