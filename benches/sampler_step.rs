@@ -2,9 +2,10 @@
 //!
 //! The denoiser is the digits [`DenoiserMlp`] of `examples/sample.rs` (64-dim input, 3 residual
 //! layers of 256, Fourier time features) on a batch of 64. For each sampler one measured iteration
-//! is a full 20-model-call run in which the model output is a fixed precomputed tensor, so only the
-//! sampler's own work (coefficients on the host, tensor arithmetic on the device, its history)
-//! is timed; `denoiser` is 20 calls of the network alone. Both end with one read-back, so GPU work
+//! is a full run of about 20 model calls in which the model output is a fixed precomputed tensor,
+//! so only the sampler's own work (coefficients on the host, tensor arithmetic on the device, its
+//! history) is timed; `denoiser` is 20 calls of the network alone. Every diffusers-family sampler
+//! and the research ones (GHVB, PLMS-HB, BDIA-DDIM, DPM-Solver-v3 order 3 + corrector, MRS) run. Both end with one read-back, so GPU work
 //! is counted. The summary prints each sampler's time per step and its ratio to one denoiser call
 //! (issue #4's goal: < 5%).
 //!
@@ -81,6 +82,87 @@ fn configs() -> Vec<(&'static str, &'static str, Value, usize)> {
     ]
 }
 
+/// Every sampler at about 20 model calls: the diffusers family through the fixture builders, the
+/// research samplers directly.
+fn samplers(device: &Device) -> Vec<(String, Result<Box<dyn Sampler<2>>, String>)> {
+    use firebox::diffusion::bdia::BdiaDdim;
+    use firebox::diffusion::dpm_solver_v3::{DpmSolverV3, Ems, V3Grid, V3Options, ems_lambdas};
+    use firebox::diffusion::grid::{Spacing, solver_timesteps};
+    use firebox::diffusion::momentum::{MomentumConfig, MomentumKind, MomentumSampler};
+    use firebox::diffusion::mrs::{
+        IrSde, MrSampler, MrsParameterization, MrsSolver, ThetaSchedule,
+    };
+    use firebox::diffusion::prediction::Prediction;
+    use firebox::diffusion::schedule::{BetaSchedule, DiscreteSchedule, betas};
+    use firebox::diffusion::vp_continuous::NoiseScheduleVp;
+    let mut out: Vec<(String, Result<Box<dyn Sampler<2>>, String>)> = configs()
+        .into_iter()
+        .map(|(name, key, config, steps)| (name.to_string(), build(key, &config, steps)))
+        .collect();
+    let table = DiscreteSchedule::from_betas(
+        &betas(BetaSchedule::ScaledLinear, 0.00085, 0.012, 1000),
+        false,
+    );
+    let grid = solver_timesteps(1000, 1000, CALLS, Spacing::Linspace, 0);
+    for (name, kind) in [
+        ("ghvb", MomentumKind::Ghvb),
+        ("plms_hb", MomentumKind::PlmsHeavyBall),
+    ] {
+        let config = MomentumConfig {
+            schedule: table.clone(),
+            prediction: Prediction::Epsilon,
+            kind,
+            order: 1.8,
+        };
+        out.push((
+            name.into(),
+            Ok(Box::new(MomentumSampler::<2>::new(config, grid.clone()))),
+        ));
+    }
+    out.push((
+        "bdia_ddim".into(),
+        Ok(Box::new(BdiaDdim::<2>::new(
+            table.clone(),
+            Prediction::Epsilon,
+            CALLS,
+            1.0,
+        ))),
+    ));
+    let vp = NoiseScheduleVp::discrete(&table.alphas_cumprod);
+    let ems = Ems::degenerated(ems_lambdas(&vp, 1.0, vp.t_end(), 500), 64);
+    let v3_grid = V3Grid {
+        steps: CALLS,
+        t_start: 1.0,
+        t_end: vp.t_end(),
+        skip_type: "logSNR".into(),
+    };
+    out.push((
+        "dpm_solver_v3".into(),
+        Ok(Box::new(DpmSolverV3::<2>::new(
+            vp,
+            &ems,
+            &v3_grid,
+            V3Options::default(),
+            false,
+        ))),
+    ));
+    let sde = IrSde::new(50.0, 100, ThetaSchedule::Cosine, 0.005);
+    let cond = Tensor::<2>::zeros([BATCH, 64], device);
+    out.push((
+        "mrs".into(),
+        Ok(Box::new(MrSampler::<2>::new(
+            &sde,
+            CALLS,
+            2,
+            MrsParameterization::Data,
+            MrsSolver::Ode,
+            -5.0,
+            cond,
+        ))),
+    ));
+    out
+}
+
 fn build(key: &str, config: &Value, steps: usize) -> Result<Box<dyn Sampler<2>>, String> {
     let spec = json!({"sampler": key, "scheduler_config": config, "num_inference_steps": steps});
     build_diffusers(key, &spec)?.ok_or(format!("{key} has no diffusers builder"))
@@ -112,6 +194,7 @@ fn bench_backend(c: &mut Criterion, backend: BackendName, device: &Device) {
     group.warm_up_time(Duration::from_millis(300));
     group.measurement_time(Duration::from_secs(2));
     let times = RefCell::new(BTreeMap::<String, Duration>::new());
+    let calls_of = RefCell::new(BTreeMap::<String, usize>::new());
     let record = |name: &str, elapsed: Duration| {
         times
             .borrow_mut()
@@ -134,27 +217,24 @@ fn bench_backend(c: &mut Criterion, backend: BackendName, device: &Device) {
             elapsed
         })
     });
-    for (name, key, config, steps) in configs() {
-        let mut sampler = match build(key, &config, steps) {
+    for (name, built) in samplers(device) {
+        let mut sampler = match built {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("sampler_step: SKIP {name}: {e}");
                 continue;
             }
         };
-        assert_eq!(
-            sampler.timesteps().len(),
-            CALLS,
-            "{name} makes 20 model calls"
-        );
-        group.bench_function(name, |b| {
+        let calls = sampler.timesteps().len();
+        calls_of.borrow_mut().insert(name.clone(), calls);
+        group.bench_function(name.as_str(), |b| {
             b.iter_custom(|iters| {
                 let start = Instant::now();
                 for _ in 0..iters {
                     sync(run(sampler.as_mut(), x.clone(), &out, &z));
                 }
                 let elapsed = start.elapsed();
-                record(name, elapsed / iters as u32);
+                record(&name, elapsed / iters as u32);
                 elapsed
             })
         });
@@ -172,12 +252,15 @@ fn bench_backend(c: &mut Criterion, backend: BackendName, device: &Device) {
         denoiser.as_secs_f64() * 1e3 / CALLS as f64
     );
     println!("|---|---|---|");
-    for (name, ..) in configs() {
-        if let Some(t) = times.get(name) {
+    let per_call = denoiser.as_secs_f64() / CALLS as f64;
+    let calls_of = calls_of.into_inner();
+    for (name, _) in samplers(device) {
+        if let (Some(t), Some(&calls)) = (times.get(name.as_str()), calls_of.get(name.as_str())) {
+            let step = t.as_secs_f64() / calls as f64;
             println!(
                 "| {name} | {:.1} µs | {:.1}% |",
-                t.as_secs_f64() * 1e6 / CALLS as f64,
-                100.0 * t.as_secs_f64() / denoiser.as_secs_f64()
+                step * 1e6,
+                100.0 * step / per_call
             );
         }
     }

@@ -313,6 +313,7 @@ pub struct DpmSolverV3<const D: usize> {
     cache: Vec<(Tensor<D>, Tensor<D>, usize, usize)>,
     p_order: usize,
     corrected: Option<Tensor<D>>,
+    coefficients: std::collections::HashMap<(u8, usize, usize, usize), Tensor<D>>,
     index: usize,
 }
 
@@ -393,6 +394,7 @@ impl<const D: usize> DpmSolverV3<D> {
             cache: Vec::new(),
             p_order: 0,
             corrected: None,
+            coefficients: std::collections::HashMap::new(),
             index: 0,
         }
     }
@@ -437,61 +439,90 @@ impl<const D: usize> DpmSolverV3<D> {
 
     /// The update from the first of `points` (`s`) to time `t` at grid index `i_t`, using the
     /// other points for the derivatives (`order = points.len()`).
+    /// A per-dimension coefficient, computed once per key and kept on the device (a sampler
+    /// runs the same steps every time; the first run pays for the uploads).
+    fn coefficient(
+        &mut self,
+        key: (u8, usize, usize, usize),
+        like: &Tensor<D>,
+        values: impl FnOnce(&Self) -> Vec<f64>,
+    ) -> Tensor<D> {
+        if let Some(t) = self.coefficients.get(&key) {
+            return t.clone().expand(like.shape());
+        }
+        let v = values(self);
+        let mut shape = like.dims();
+        shape[0] = 1;
+        let per_sample: usize = shape.iter().product();
+        let data: Vec<f32> = (0..per_sample).map(|i| v[i % v.len()] as f32).collect();
+        let t = Tensor::<D>::from_data(TensorData::new(data, shape), &like.device());
+        self.coefficients.insert(key, t.clone());
+        t.expand(like.shape())
+    }
+
+    /// The update from the first of `points` (`s`) to the level of time index `t_idx`, using
+    /// the other points for the derivatives (`order = points.len()`).
     fn update(
-        &self,
+        &mut self,
         points: &[(Tensor<D>, Tensor<D>, usize, usize)],
         t_idx: usize,
         pseudo: bool,
     ) -> Tensor<D> {
         let order = points.len();
-        let sched = &self.schedule;
-        let (x_s, _, s_idx, i_s) = &points[0];
-        let (i_s, t_time) = (*i_s, self.times[t_idx]);
+        let (x_s, _, s_idx, i_s) = points[0].clone();
         let i_t = self.indexes[t_idx];
-        let alpha_s = sched.alpha(self.times[*s_idx]);
-        let alpha_t = sched.alpha(t_time);
+        let alpha_s = self.schedule.alpha(self.times[s_idx]);
+        let alpha_t = self.schedule.alpha(self.times[t_idx]);
         let dim = self.l[0].len();
         let lambdas: Vec<f64> = points
             .iter()
-            .map(|p| sched.lambda(self.times[p.2]))
+            .map(|p| self.schedule.lambda(self.times[p.2]))
             .collect();
-        let g: Vec<Tensor<D>> = points
-            .iter()
-            .map(|(x, eps, time_idx, i)| {
-                let t = self.times[*time_idx];
-                let (a, s) = (sched.alpha(t), sched.sigma(t));
-                let f =
-                    (eps.clone().mul_scalar(s) - x.clone() * per_dim(&self.l[*i], x)).div_scalar(a);
-                let scale: Vec<f64> = (0..dim)
-                    .map(|d| (self.big_s[i_s][d] - self.big_s[*i][d]).exp())
-                    .collect();
-                let shift: Vec<f64> = (0..dim)
-                    .map(|d| self.big_s[i_s][d].exp() * (self.big_b[*i][d] - self.big_b[i_s][d]))
-                    .collect();
-                f * per_dim(&scale, x) - per_dim(&shift, x)
-            })
-            .collect();
-        let c1: Vec<f64> = (0..dim)
-            .map(|d| alpha_t / alpha_s * (self.big_l[i_s][d] - self.big_l[i_t][d]).exp())
-            .collect();
-        let c2: Vec<f64> = (0..dim)
-            .map(|d| {
-                alpha_t
-                    * (-self.big_l[i_t][d] - self.big_s[i_s][d]).exp()
-                    * (self.big_i[i_t][d] - self.big_i[i_s][d])
-            })
-            .collect();
-        let c3: Vec<f64> = (0..dim)
-            .map(|d| {
-                alpha_t
-                    * (-self.big_l[i_t][d]).exp()
-                    * (self.big_c[i_t][d]
-                        - self.big_c[i_s][d]
-                        - self.big_b[i_s][d] * (self.big_i[i_t][d] - self.big_i[i_s][d]))
-            })
-            .collect();
-        let mut x_t =
-            x_s.clone() * per_dim(&c1, x_s) - g[0].clone() * per_dim(&c2, x_s) - per_dim(&c3, x_s);
+        let mut g: Vec<Tensor<D>> = Vec::with_capacity(order);
+        for (x, eps, time_idx, i) in points {
+            let (x, eps, i) = (x.clone(), eps.clone(), *i);
+            let t = self.times[*time_idx];
+            let (a, s) = (self.schedule.alpha(t), self.schedule.sigma(t));
+            let l = self.coefficient((0, i, 0, 0), &x, |me| me.l[i].clone());
+            let f = (eps.mul_scalar(s) - x.clone() * l).div_scalar(a);
+            let scale = self.coefficient((1, i_s, i, 0), &x, |me| {
+                (0..dim)
+                    .map(|d| (me.big_s[i_s][d] - me.big_s[i][d]).exp())
+                    .collect()
+            });
+            let shift = self.coefficient((2, i_s, i, 0), &x, |me| {
+                (0..dim)
+                    .map(|d| me.big_s[i_s][d].exp() * (me.big_b[i][d] - me.big_b[i_s][d]))
+                    .collect()
+            });
+            g.push(f * scale - shift);
+        }
+        let c1 = self.coefficient((3, s_idx, t_idx, 0), &x_s, |me| {
+            (0..dim)
+                .map(|d| alpha_t / alpha_s * (me.big_l[i_s][d] - me.big_l[i_t][d]).exp())
+                .collect()
+        });
+        let c2 = self.coefficient((4, s_idx, t_idx, 0), &x_s, |me| {
+            (0..dim)
+                .map(|d| {
+                    alpha_t
+                        * (-me.big_l[i_t][d] - me.big_s[i_s][d]).exp()
+                        * (me.big_i[i_t][d] - me.big_i[i_s][d])
+                })
+                .collect()
+        });
+        let c3 = self.coefficient((5, s_idx, t_idx, 0), &x_s, |me| {
+            (0..dim)
+                .map(|d| {
+                    alpha_t
+                        * (-me.big_l[i_t][d]).exp()
+                        * (me.big_c[i_t][d]
+                            - me.big_c[i_s][d]
+                            - me.big_b[i_s][d] * (me.big_i[i_t][d] - me.big_i[i_s][d]))
+                })
+                .collect()
+        });
+        let mut x_t = x_s.clone() * c1 - g[0].clone() * c2 - c3;
         if order > 1 {
             // Derivatives g^{(k)}: linear combinations of the g_j with scalar weights.
             let weights = derivative_weights(&lambdas, pseudo);
@@ -502,11 +533,13 @@ impl<const D: usize> DpmSolverV3<D> {
                     .map(|(&w, gj)| gj.clone().mul_scalar(w))
                     .reduce(|a, b| a + b)
                     .expect("n + 1 points");
-                let e = self.exp_coefficient(i_s, i_t, k + 1);
-                let coef: Vec<f64> = (0..dim)
-                    .map(|d| alpha_t * (self.big_l[i_s][d] - self.big_l[i_t][d]).exp() * e[d])
-                    .collect();
-                x_t = x_t - gd * per_dim(&coef, x_s);
+                let coef = self.coefficient((6, s_idx, t_idx, k + 1), &x_s, |me| {
+                    let e = me.exp_coefficient(i_s, i_t, k + 1);
+                    (0..dim)
+                        .map(|d| alpha_t * (me.big_l[i_s][d] - me.big_l[i_t][d]).exp() * e[d])
+                        .collect()
+                });
+                x_t = x_t - gd * coef;
             }
         }
         x_t
@@ -628,7 +661,7 @@ impl<const D: usize> Sampler<D> for DpmSolverV3<D> {
                 let x_new = self.update(&points, k, o.c_pseudo);
                 let (x_old, eps_old, _, i) = self.cache[m - 1].clone();
                 let sigma = self.schedule.sigma(t);
-                let l = per_dim(&self.l[i], &x_old);
+                let l = self.coefficient((0, i, 0, 0), &x_old, |me| me.l[i].clone());
                 let n_old = eps_old.mul_scalar(sigma) - x_old * l.clone();
                 let eps_new = (n_old + x_new.clone() * l).div_scalar(sigma);
                 self.cache[m - 1] = (x_new.clone(), eps_new, k, i);
