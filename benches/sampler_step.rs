@@ -82,9 +82,12 @@ fn configs() -> Vec<(&'static str, &'static str, Value, usize)> {
     ]
 }
 
+/// A sampler, or why it could not be built.
+type Built = Result<Box<dyn Sampler<2>>, String>;
+
 /// Every sampler at about 20 model calls: the diffusers family through the fixture builders, the
 /// research samplers directly.
-fn samplers(device: &Device) -> Vec<(String, Result<Box<dyn Sampler<2>>, String>)> {
+fn samplers(device: &Device) -> Vec<(String, Built)> {
     use firebox::diffusion::bdia::BdiaDdim;
     use firebox::diffusion::dpm_solver_v3::{DpmSolverV3, Ems, V3Grid, V3Options, ems_lambdas};
     use firebox::diffusion::grid::{Spacing, solver_timesteps};
@@ -95,7 +98,7 @@ fn samplers(device: &Device) -> Vec<(String, Result<Box<dyn Sampler<2>>, String>
     use firebox::diffusion::prediction::Prediction;
     use firebox::diffusion::schedule::{BetaSchedule, DiscreteSchedule, betas};
     use firebox::diffusion::vp_continuous::NoiseScheduleVp;
-    let mut out: Vec<(String, Result<Box<dyn Sampler<2>>, String>)> = configs()
+    let mut out: Vec<(String, Built)> = configs()
         .into_iter()
         .map(|(name, key, config, steps)| (name.to_string(), build(key, &config, steps)))
         .collect();
