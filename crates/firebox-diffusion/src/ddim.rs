@@ -34,6 +34,18 @@ pub struct DdimConfig {
     pub clip_sample: Option<f64>,
 }
 
+impl DdimConfig {
+    /// `ᾱ_t`, with `ᾱ = 1` (`set_alpha_to_one`) or `ᾱ_0` below timestep 0.
+    pub fn alpha_bar(&self, t: i64) -> f64 {
+        let table = &self.schedule.alphas_cumprod;
+        match (t < 0, self.set_alpha_to_one) {
+            (true, true) => 1.0,
+            (true, false) => table[0],
+            (false, _) => table[t as usize],
+        }
+    }
+}
+
 /// The output of one DDIM step.
 #[derive(Clone, Debug)]
 pub struct DdimStep<const D: usize> {
@@ -120,16 +132,7 @@ impl Ddim {
     }
 
     fn alpha_bar(&self, t: i64) -> f64 {
-        let table = &self.config.schedule.alphas_cumprod;
-        if t < 0 {
-            if self.config.set_alpha_to_one {
-                1.0
-            } else {
-                table[0]
-            }
-        } else {
-            table[t as usize]
-        }
+        self.config.alpha_bar(t)
     }
 
     /// One step from timestep `t` with the model's `output` at `sample`; `noise` (standard
@@ -275,16 +278,7 @@ impl DdimInverse {
     }
 
     fn alpha_bar(&self, t: i64) -> f64 {
-        let table = &self.config.schedule.alphas_cumprod;
-        if t < 0 {
-            if self.config.set_alpha_to_one {
-                1.0
-            } else {
-                table[0]
-            }
-        } else {
-            table[t as usize]
-        }
+        self.config.alpha_bar(t)
     }
 }
 
