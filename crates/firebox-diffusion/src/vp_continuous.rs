@@ -7,6 +7,8 @@
 //!   input is `1000·(t − 1/N)` (DPM-Solver's `model_wrapper` for discrete models).
 //! - `Linear`: `log α(t) = −¼t²(β₁ − β₀) − ½tβ₀` (the VP-SDE of Song et al. 2021); `T = 1`; the
 //!   network gets `t`.
+//! - `Cosine`: the continuous cosine schedule (improved DDPM); `T = 0.9946` (where λ stays
+//!   finite, as DPM-Solver clips it); the network gets `t`.
 
 use crate::grid::np_linspace;
 
@@ -18,6 +20,9 @@ pub enum NoiseScheduleVp {
         /// `½ log ᾱ_i`.
         log_alphas: Vec<f64>,
     },
+    /// The cosine schedule of Nichol & Dhariwal (2021) in continuous time (DPM-Solver's
+    /// `cosine`: `s = 0.008`, `T = 0.9946`, `log α_t = log cos((t+s)/(1+s)·π/2) − log cos(s/(1+s)·π/2)`).
+    Cosine,
     /// The linear VP-SDE.
     Linear {
         /// β₀ (0.1 in Song et al.).
@@ -57,7 +62,15 @@ impl NoiseScheduleVp {
     pub fn t_end(&self) -> f64 {
         match self {
             Self::Discrete { log_alphas } => 1.0 / log_alphas.len() as f64,
-            Self::Linear { .. } => 1e-3,
+            Self::Linear { .. } | Self::Cosine => 1e-3,
+        }
+    }
+
+    /// The start time `T`: 1, or 0.9946 for the cosine schedule.
+    pub fn t_start(&self) -> f64 {
+        match self {
+            Self::Cosine => 0.9946,
+            _ => 1.0,
         }
     }
 
@@ -68,6 +81,15 @@ impl NoiseScheduleVp {
                 interpolate(t, &Self::knots(log_alphas.len()), log_alphas)
             }
             Self::Linear { beta_0, beta_1 } => -0.25 * t * t * (beta_1 - beta_0) - 0.5 * t * beta_0,
+            Self::Cosine => {
+                let s = 0.008;
+                let f = |t: f64| {
+                    ((t + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2)
+                        .cos()
+                        .ln()
+                };
+                f(t) - f(0.0)
+            }
         }
     }
 
@@ -104,6 +126,12 @@ impl NoiseScheduleVp {
                 let delta = beta_0 * beta_0 + tmp;
                 tmp / (delta.sqrt() + beta_0) / (beta_1 - beta_0)
             }
+            Self::Cosine => {
+                let s = 0.008;
+                let log_alpha = -0.5 * log_add_exp(0.0, -2.0 * lambda);
+                let start = (s / (1.0 + s) * std::f64::consts::FRAC_PI_2).cos().ln();
+                (log_alpha + start).exp().acos() * 2.0 * (1.0 + s) / std::f64::consts::PI - s
+            }
         }
     }
 
@@ -111,7 +139,7 @@ impl NoiseScheduleVp {
     pub fn model_time(&self, t: f64) -> f64 {
         match self {
             Self::Discrete { log_alphas } => 1000.0 * (t - 1.0 / log_alphas.len() as f64),
-            Self::Linear { .. } => t,
+            Self::Linear { .. } | Self::Cosine => t,
         }
     }
 

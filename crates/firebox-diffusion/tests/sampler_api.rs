@@ -186,3 +186,29 @@ fn solver_grids_follow_diffusers() {
     assert!(karras.sigmas.windows(2).all(|w| w[0] >= w[1]));
     assert_eq!(karras.sigmas[5], table[0] as f32 as f64);
 }
+
+/// The continuous VP schedules: `inverse_lambda` inverts `lambda`, α² + σ² = 1, and the
+/// discrete one reproduces its table at the knots.
+#[test]
+fn continuous_vp_schedules_are_consistent() {
+    use firebox_diffusion::vp_continuous::NoiseScheduleVp;
+    let table = schedule().alphas_cumprod;
+    for vp in [
+        NoiseScheduleVp::discrete(&table),
+        NoiseScheduleVp::Linear {
+            beta_0: 0.1,
+            beta_1: 20.0,
+        },
+        NoiseScheduleVp::Cosine,
+    ] {
+        for k in 1..20 {
+            let t = vp.t_end() + (vp.t_start() - vp.t_end()) * k as f64 / 20.0;
+            let back = vp.inverse_lambda(vp.lambda(t));
+            assert!((back - t).abs() < 1e-6, "{vp:?}: t {t} -> {back}");
+            let (a, s) = (vp.alpha(t), vp.sigma(t));
+            assert!((a * a + s * s - 1.0).abs() < 1e-12);
+        }
+    }
+    let vp = NoiseScheduleVp::discrete(&table);
+    assert!((vp.alpha(0.5).powi(2) - table[499]).abs() < 1e-12);
+}
