@@ -310,10 +310,11 @@ pub struct DpmSolverV3<const D: usize> {
     times: Vec<f64>,
     indexes: Vec<usize>,
     model_times: Vec<f64>,
+    /// (x, h, time index, EMS-grid index) of the cached points.
     cache: Vec<(Tensor<D>, Tensor<D>, usize, usize)>,
     p_order: usize,
     corrected: Option<Tensor<D>>,
-    coefficients: std::collections::HashMap<(u8, usize, usize, usize), Tensor<D>>,
+    coefficients: std::collections::HashMap<Vec<usize>, Tensor<D>>,
     index: usize,
 }
 
@@ -443,7 +444,7 @@ impl<const D: usize> DpmSolverV3<D> {
     /// runs the same steps every time; the first run pays for the uploads).
     fn coefficient(
         &mut self,
-        key: (u8, usize, usize, usize),
+        key: Vec<usize>,
         like: &Tensor<D>,
         values: impl FnOnce(&Self) -> Vec<f64>,
     ) -> Tensor<D> {
@@ -460,8 +461,26 @@ impl<const D: usize> DpmSolverV3<D> {
         t.expand(like.shape())
     }
 
+    /// `h = e^{−S_i}·f − B_i` with `f = (σε̂ − l·x)/α` at grid point `i` and time index
+    /// `time_idx`: every `g_j = e^{S_s}(h_j + B_s)`, so `h` is computed once per point whatever
+    /// the step's anchor `s`. The corrector keeps `N = σε̂ − l·x` and hence `h` unchanged.
+    fn h_of(&mut self, x: &Tensor<D>, eps: Tensor<D>, time_idx: usize, i: usize) -> Tensor<D> {
+        let t = self.times[time_idx];
+        let (a, s) = (self.schedule.alpha(t), self.schedule.sigma(t));
+        let dim = self.l[0].len();
+        let l = self.coefficient(vec![0, i], x, |me| me.l[i].clone());
+        let scale = self.coefficient(vec![1, i, time_idx], x, |me| {
+            (0..dim).map(|d| (-me.big_s[i][d]).exp() / a).collect()
+        });
+        let b = self.coefficient(vec![2, i], x, |me| me.big_b[i].clone());
+        (eps.mul_scalar(s) - x.clone() * l) * scale - b
+    }
+
     /// The update from the first of `points` (`s`) to the level of time index `t_idx`, using
-    /// the other points for the derivatives (`order = points.len()`).
+    /// the other points for the derivatives (`order = points.len()`). With `g_j = e^{S_s}(h_j +
+    /// B_s)` and derivative weights summing to zero, it is
+    /// `x_t = c1·x_s − K − Σ_j C_j·h_j` with per-dimension `c1`, `K`, `C_j` computed once per
+    /// (points, target) on the host.
     fn update(
         &mut self,
         points: &[(Tensor<D>, Tensor<D>, usize, usize)],
@@ -474,44 +493,23 @@ impl<const D: usize> DpmSolverV3<D> {
         let alpha_s = self.schedule.alpha(self.times[s_idx]);
         let alpha_t = self.schedule.alpha(self.times[t_idx]);
         let dim = self.l[0].len();
-        let lambdas: Vec<f64> = points
-            .iter()
-            .map(|p| self.schedule.lambda(self.times[p.2]))
-            .collect();
-        let mut g: Vec<Tensor<D>> = Vec::with_capacity(order);
-        for (x, eps, time_idx, i) in points {
-            let (x, eps, i) = (x.clone(), eps.clone(), *i);
-            let t = self.times[*time_idx];
-            let (a, s) = (self.schedule.alpha(t), self.schedule.sigma(t));
-            let l = self.coefficient((0, i, 0, 0), &x, |me| me.l[i].clone());
-            let f = (eps.mul_scalar(s) - x.clone() * l).div_scalar(a);
-            let scale = self.coefficient((1, i_s, i, 0), &x, |me| {
-                (0..dim)
-                    .map(|d| (me.big_s[i_s][d] - me.big_s[i][d]).exp())
-                    .collect()
-            });
-            let shift = self.coefficient((2, i_s, i, 0), &x, |me| {
-                (0..dim)
-                    .map(|d| me.big_s[i_s][d].exp() * (me.big_b[i][d] - me.big_b[i_s][d]))
-                    .collect()
-            });
-            g.push(f * scale - shift);
-        }
-        let c1 = self.coefficient((3, s_idx, t_idx, 0), &x_s, |me| {
+        let mut key = vec![3, t_idx, usize::from(pseudo)];
+        key.extend(points.iter().map(|p| p.2));
+        let c1 = self.coefficient([key.clone(), vec![0]].concat(), &x_s, |me| {
             (0..dim)
                 .map(|d| alpha_t / alpha_s * (me.big_l[i_s][d] - me.big_l[i_t][d]).exp())
                 .collect()
         });
-        let c2 = self.coefficient((4, s_idx, t_idx, 0), &x_s, |me| {
+        // c2·e^{S_s} (the factor of h_0 + B_s) and the constant c3 + c2·e^{S_s}·B_s.
+        let c2s = move |me: &Self| -> Vec<f64> {
             (0..dim)
                 .map(|d| {
-                    alpha_t
-                        * (-me.big_l[i_t][d] - me.big_s[i_s][d]).exp()
-                        * (me.big_i[i_t][d] - me.big_i[i_s][d])
+                    alpha_t * (-me.big_l[i_t][d]).exp() * (me.big_i[i_t][d] - me.big_i[i_s][d])
                 })
                 .collect()
-        });
-        let c3 = self.coefficient((5, s_idx, t_idx, 0), &x_s, |me| {
+        };
+        let constant = self.coefficient([key.clone(), vec![1]].concat(), &x_s, |me| {
+            let c2 = c2s(me);
             (0..dim)
                 .map(|d| {
                     alpha_t
@@ -519,28 +517,36 @@ impl<const D: usize> DpmSolverV3<D> {
                         * (me.big_c[i_t][d]
                             - me.big_c[i_s][d]
                             - me.big_b[i_s][d] * (me.big_i[i_t][d] - me.big_i[i_s][d]))
+                        + c2[d] * me.big_b[i_s][d]
                 })
                 .collect()
         });
-        let mut x_t = x_s.clone() * c1 - g[0].clone() * c2 - c3;
-        if order > 1 {
-            // Derivatives g^{(k)}: linear combinations of the g_j with scalar weights.
-            let weights = derivative_weights(&lambdas, pseudo);
-            for (k, row) in weights.iter().enumerate() {
-                let gd = row
-                    .iter()
-                    .zip(&g)
-                    .map(|(&w, gj)| gj.clone().mul_scalar(w))
-                    .reduce(|a, b| a + b)
-                    .expect("n + 1 points");
-                let coef = self.coefficient((6, s_idx, t_idx, k + 1), &x_s, |me| {
+        let lambdas: Vec<f64> = points
+            .iter()
+            .map(|p| self.schedule.lambda(self.times[p.2]))
+            .collect();
+        let mut x_t = x_s * c1 - constant;
+        for (j, point) in points.iter().enumerate() {
+            let weights = if order > 1 {
+                derivative_weights(&lambdas, pseudo)
+            } else {
+                Vec::new()
+            };
+            let cj = self.coefficient([key.clone(), vec![2 + j]].concat(), &point.0, |me| {
+                let mut c = if j == 0 { c2s(me) } else { vec![0.0; dim] };
+                for (k, row) in weights.iter().enumerate() {
                     let e = me.exp_coefficient(i_s, i_t, k + 1);
-                    (0..dim)
-                        .map(|d| alpha_t * (me.big_l[i_s][d] - me.big_l[i_t][d]).exp() * e[d])
-                        .collect()
-                });
-                x_t = x_t - gd * coef;
-            }
+                    for d in 0..dim {
+                        c[d] += row[j]
+                            * alpha_t
+                            * (me.big_l[i_s][d] - me.big_l[i_t][d]).exp()
+                            * e[d]
+                            * me.big_s[i_s][d].exp();
+                    }
+                }
+                c
+            });
+            x_t = x_t - point.1.clone() * cj;
         }
         x_t
     }
@@ -646,7 +652,9 @@ impl<const D: usize> Sampler<D> for DpmSolverV3<D> {
         } else {
             model_output
         };
-        self.cache.push((sample, eps, k, self.indexes[k]));
+        let i = self.indexes[k];
+        let h = self.h_of(&sample, eps, k, i);
+        self.cache.push((sample, h, k, i));
         self.corrected = None;
         let o = self.options;
         if o.use_corrector && (!o.half || t > 0.5) {
@@ -659,12 +667,8 @@ impl<const D: usize> Sampler<D> for DpmSolverV3<D> {
                     points.push(self.cache[m - j].clone());
                 }
                 let x_new = self.update(&points, k, o.c_pseudo);
-                let (x_old, eps_old, _, i) = self.cache[m - 1].clone();
-                let sigma = self.schedule.sigma(t);
-                let l = self.coefficient((0, i, 0, 0), &x_old, |me| me.l[i].clone());
-                let n_old = eps_old.mul_scalar(sigma) - x_old * l.clone();
-                let eps_new = (n_old + x_new.clone() * l).div_scalar(sigma);
-                self.cache[m - 1] = (x_new.clone(), eps_new, k, i);
+                // ε̂ ← (N_old + l·x_new)/σ keeps N, so the point's h is unchanged.
+                self.cache[m - 1].0 = x_new.clone();
                 self.corrected = Some(x_new);
             }
         }
