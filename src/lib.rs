@@ -6,6 +6,7 @@
 //!
 //! - [`optim`]: diffGrad, AdaBelief, Adan extras (global-norm clipping, restart), AdaGrad with
 //!   PyTorch's initial accumulator ([`firebox_optim`]).
+//! - [`adapters`]: LoRA (peft-exact) and MoS for any Burn model ([`firebox_adapters`]).
 //! - [`diffusion`]: noise schedules, timestep grids and samplers ([`firebox_diffusion`]).
 //! - [`models`]: example models and data loaders ([`firebox_models`]).
 //! - [`registry`] and [`trainer`]: every optimizer by name, and one training step for each.
@@ -16,6 +17,7 @@
 
 pub mod device;
 
+pub use firebox_adapters as adapters;
 pub use firebox_diffusion as diffusion;
 pub use firebox_models as models;
 pub use firebox_optim as optim;

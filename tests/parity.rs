@@ -82,25 +82,38 @@ fn sampler_fixtures_pass() {
     assert!(passed >= 9, "only {passed} sampler replays passed");
 }
 
+/// Every adapter fixture (peft LoRA, MoS, default init, parameter counts) must PASS on every
+/// backend.
 #[test]
-fn other_fixture_formats_are_skipped_with_the_issue() {
+fn adapter_fixtures_pass() {
+    let passed = replay_all("tests/fixtures/adapters", |_, _, outcome| {
+        matches!(outcome, Outcome::Pass { .. })
+    });
+    assert!(passed >= 11, "only {passed} adapter replays passed");
+}
+
+#[test]
+fn quant_fixtures_are_skipped_with_the_issue() {
     let device = common::devices().remove(0).1;
-    for (dir, issue) in [("adapters", "#5"), ("quant", "#6")] {
-        let file = std::env::temp_dir().join(format!("firebox-{dir}-{}.json", std::process::id()));
-        let format = match dir {
-            "adapters" => "firebox-adapter-fixture/1",
-            _ => "firebox-quant-fixture/1",
-        };
-        std::fs::write(
-            &file,
-            format!(r#"{{"format":"{format}","key":"x","sampler":"x"}}"#),
-        )
-        .unwrap();
-        let outcome = run_file(&file, &device).unwrap();
-        std::fs::remove_file(&file).unwrap();
-        assert_eq!(outcome.verdict(), "SKIP", "{outcome}");
-        assert!(outcome.to_string().contains(issue), "{outcome}");
-    }
+    let file = std::env::temp_dir().join(format!("firebox-quant-{}.json", std::process::id()));
+    std::fs::write(
+        &file,
+        r#"{"format":"firebox-quant-fixture/1","key":"x","sampler":"x"}"#,
+    )
+    .unwrap();
+    let outcome = run_file(&file, &device).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(outcome.verdict(), "SKIP", "{outcome}");
+    assert!(outcome.to_string().contains("#6"), "{outcome}");
+}
+
+#[test]
+fn an_unknown_adapter_key_is_an_error_naming_it() {
+    let device = common::devices().remove(0).1;
+    let value: serde_json::Value =
+        serde_json::from_str(r#"{"format":"firebox-adapter-fixture/1","key":"dora"}"#).unwrap();
+    let err = firebox::fixtures::run_value(&value, &device).unwrap_err();
+    assert!(err.contains("dora") && err.contains("lora"), "{err}");
 }
 
 #[test]

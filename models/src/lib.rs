@@ -8,6 +8,8 @@
 //!   MNIST IDX reader ([`data::load_mnist`]), a seeded train/test split and batching.
 //! - [`Mlp`] and [`Cnn`]: classifiers for 8x8 or 28x28 grey-scale images, trainable through
 //!   burn-train's `Learner` (they implement `TrainStep` and `InferenceStep`).
+//! - [`ResMlp`]: a deep residual MLP (8 blocks of one shape), the base model of the adapter
+//!   example.
 //! - [`train`]: a plain training loop and evaluation, and one-call runs through `Learner`.
 //! - [`denoiser`]: a time-conditioned residual MLP ε-denoiser ([`DenoiserMlp`]) with the DDPM
 //!   training loss, for the diffusion samplers of `firebox-diffusion`.
@@ -38,6 +40,7 @@ pub mod data;
 pub mod denoiser;
 pub mod lm;
 pub mod mlp;
+pub mod res_mlp;
 pub mod train;
 
 pub use classifier::{Classifier, classification_output};
@@ -45,3 +48,4 @@ pub use cnn::{Cnn, CnnConfig};
 pub use denoiser::{DenoiserMlp, DenoiserMlpConfig};
 pub use lm::{CharLm, CharLmConfig};
 pub use mlp::{Mlp, MlpConfig};
+pub use res_mlp::{ResMlp, ResMlpConfig};
