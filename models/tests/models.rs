@@ -4,7 +4,7 @@ use burn::optim::AdamConfig;
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use firebox_models::data::digits_split;
 use firebox_models::train::{self, LearnerOptions};
-use firebox_models::{Classifier, CnnConfig, MlpConfig};
+use firebox_models::{Classifier, CnnConfig, MlpConfig, ResMlpConfig};
 
 fn images(batch: usize, side: usize, device: &Device) -> Tensor<4> {
     Tensor::random([batch, 1, side, side], Distribution::Default, device)
@@ -142,4 +142,27 @@ fn classifier_trait_matches_inherent_forward() {
     let a = mlp.forward(x.clone()).into_data();
     let b = Classifier::logits(&mlp, x).into_data();
     assert_eq!(a, b);
+}
+
+#[test]
+fn res_mlp_shapes_and_training_on_digits() {
+    let device = Device::flex().autodiff();
+    device.seed(1);
+    let config = ResMlpConfig::new(64)
+        .with_width(32)
+        .with_blocks(3)
+        .with_classes(10);
+    let model = config.init(&device);
+    assert_eq!(model.blocks.len(), 3);
+    assert_eq!(model.blocks[2].fc.weight.dims(), [32, 32]);
+    assert_eq!(model.logits(images(4, 8, &device)).dims(), [4, 10]);
+    let (train_set, test_set) = digits_split(0);
+    let mut model = model;
+    let mut optim = AdamConfig::new().init();
+    for epoch in 0..3 {
+        let batches = train_set.batches(32, Some(epoch), &device);
+        model = train::train_epoch(model, &mut optim, 3e-3, batches).0;
+    }
+    let accuracy = train::evaluate(&model, &test_set);
+    assert!(accuracy > 0.85, "{accuracy}");
 }
