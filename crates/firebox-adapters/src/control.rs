@@ -182,29 +182,49 @@ impl ModuleMapper for PathTracker {
     }
 }
 
-/// Adds recorded deltas to the bases at their paths.
-struct AddDeltas {
-    path: Vec<String>,
+/// Adds `deltas[path]` (reshaped and cast to the weight) to the float parameter at each path.
+///
+/// With `keep_graph` the sum stays on the deltas' autodiff graph (MoS's pools), so gradients
+/// flow back through it; without, the deltas are detached and the sum is a plain weight with the
+/// parameter's own gradient setting (a merge).
+pub(crate) fn add_at_paths<M: Module>(
+    model: M,
     deltas: HashMap<String, Tensor<2>>,
-}
-
-impl ModuleMapper for AddDeltas {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    keep_graph: bool,
+) -> M {
+    struct AddAtPaths {
+        path: Vec<String>,
+        deltas: HashMap<String, Tensor<2>>,
+        keep_graph: bool,
     }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        match self.deltas.remove(&self.path.join(".")) {
-            Some(delta) => param.map(|w| {
+    impl ModuleMapper for AddAtPaths {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let Some(delta) = self.deltas.remove(&self.path.join(".")) else {
+                return param;
+            };
+            let keep_graph = self.keep_graph;
+            param.map(|w| {
                 let require_grad = w.is_require_grad();
                 let delta = delta.reshape(w.shape()).cast(w.dtype());
-                (w.detach() + delta).set_require_grad(require_grad)
-            }),
-            None => param,
+                if keep_graph {
+                    w.detach() + delta
+                } else {
+                    (w.detach() + delta.detach()).set_require_grad(require_grad)
+                }
+            })
         }
     }
+    model.map(&mut AddAtPaths {
+        path: Vec::new(),
+        deltas,
+        keep_graph,
+    })
 }
 
 /// Every adapted weight of `model` with its adapters, active and merged ones, in module order.
@@ -277,10 +297,7 @@ pub fn merge<M: Module>(model: M) -> Result<M, AdapterError> {
         ));
     }
     let (model, context) = run(model, Command::Merge);
-    Ok(model.map(&mut AddDeltas {
-        path: Vec::new(),
-        deltas: context.deltas,
-    }))
+    Ok(add_at_paths(model, context.deltas, false))
 }
 
 /// Subtracts the merged adapter's `s·A·B` from each base weight again (peft's
@@ -294,10 +311,7 @@ pub fn unmerge<M: Module>(model: M) -> Result<M, AdapterError> {
         ));
     }
     let (model, context) = run(model, Command::Unmerge);
-    Ok(model.map(&mut AddDeltas {
-        path: Vec::new(),
-        deltas: context.deltas,
-    }))
+    Ok(add_at_paths(model, context.deltas, false))
 }
 
 /// Merges the active adapter and removes every adapter (peft's `merge_and_unload`): the result

@@ -128,33 +128,23 @@ fn load_tensors<M: Module>(
         .into_iter()
         .filter(|(p, _)| select(p))
         .collect();
-    for (key, shape) in &expected {
+    if let Some(key) = expected
+        .iter()
+        .map(|(k, _)| k)
+        .find(|k| !data.contains_key(*k))
+    {
         let (layer, tensor) = split(key);
-        let Some(values) = data.get(key) else {
-            return Err(AdapterError::MissingTensor(format!(
-                "{}: layer `{layer}` has adapter tensor `{tensor}` but the file lacks `{key}`",
-                path.display()
-            )));
-        };
-        if values.shape().as_slice() != shape.as_slice() {
-            return Err(AdapterError::ShapeMismatch {
-                layer,
-                tensor,
-                model: shape.clone(),
-                file: values.shape().as_slice().to_vec(),
-            });
-        }
-    }
-    if let Some(extra) = data.keys().find(|k| !expected.iter().any(|(p, _)| p == *k)) {
         return Err(AdapterError::MissingTensor(format!(
-            "{}: the file holds `{extra}` but the model has no such adapter tensor (built with other targets?)",
+            "{}: layer `{layer}` has adapter tensor `{tensor}` but the file lacks `{key}`",
             path.display()
         )));
     }
-    Ok(model.map(&mut Loader {
-        path: Vec::new(),
-        data,
-    }))
+    assign_checked(model, expected, data, split, |extra| {
+        AdapterError::MissingTensor(format!(
+            "{}: the file holds `{extra}` but the model has no such adapter tensor (built with other targets?)",
+            path.display()
+        ))
+    })
 }
 
 /// Replaces float parameters of `model` by path (e.g. adapter factors converted from another
@@ -165,14 +155,26 @@ pub fn assign_tensors<M: Module>(
     tensors: HashMap<String, TensorData>,
 ) -> Result<M, AdapterError> {
     let params = float_params(&model);
-    for (key, data) in &tensors {
-        let Some((_, shape)) = params.iter().find(|(p, _)| p == key) else {
-            return Err(AdapterError::MissingTensor(format!(
-                "the model has no float parameter `{key}`"
-            )));
-        };
-        if data.shape().as_slice() != shape.as_slice() {
-            let (layer, tensor) = split_lora_key(key);
+    assign_checked(model, params, tensors, split_lora_key, |key| {
+        AdapterError::MissingTensor(format!("the model has no float parameter `{key}`"))
+    })
+}
+
+/// Checks `tensors` against `params` (`(path, shape)` in module order: the first shape mismatch
+/// in that order is reported, `split` naming its layer; a key outside `params` is `unknown`),
+/// then writes them into `model`.
+fn assign_checked<M: Module>(
+    model: M,
+    params: Vec<(String, Vec<usize>)>,
+    tensors: HashMap<String, TensorData>,
+    split: impl Fn(&str) -> (String, String),
+    unknown: impl Fn(&str) -> AdapterError,
+) -> Result<M, AdapterError> {
+    for (key, shape) in &params {
+        if let Some(data) = tensors.get(key)
+            && data.shape().as_slice() != shape.as_slice()
+        {
+            let (layer, tensor) = split(key);
             return Err(AdapterError::ShapeMismatch {
                 layer,
                 tensor,
@@ -180,6 +182,12 @@ pub fn assign_tensors<M: Module>(
                 file: data.shape().as_slice().to_vec(),
             });
         }
+    }
+    if let Some(extra) = tensors
+        .keys()
+        .find(|k| !params.iter().any(|(p, _)| p == *k))
+    {
+        return Err(unknown(extra));
     }
     Ok(model.map(&mut Loader {
         path: Vec::new(),

@@ -439,17 +439,9 @@ impl<M: Module> MosModel<M> {
 
     fn with_deltas(&self, detach: bool) -> M {
         let deltas = (0..self.layers.len())
-            .map(|k| {
-                let delta = self.delta(k);
-                let delta = if detach { delta.detach() } else { delta };
-                (self.layers[k].param.clone(), delta)
-            })
+            .map(|k| (self.layers[k].param.clone(), self.delta(k)))
             .collect();
-        self.base.clone().map(&mut ReplaceWeights {
-            path: Vec::new(),
-            deltas,
-            detach,
-        })
+        crate::control::add_at_paths(self.base.clone(), deltas, !detach)
     }
 
     /// Trainable parameters (the pools).
@@ -463,32 +455,6 @@ fn gather(pool: Tensor<2>, rows: &[usize]) -> Tensor<2> {
     let idx: Vec<i64> = rows.iter().map(|&i| i as i64).collect();
     let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [rows.len()]), &device);
     pool.select(0, idx)
-}
-
-struct ReplaceWeights {
-    path: Vec<String>,
-    deltas: BTreeMap<String, Tensor<2>>,
-    detach: bool,
-}
-
-impl ModuleMapper for ReplaceWeights {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some(delta) = self.deltas.remove(&self.path.join(".")) else {
-            return param;
-        };
-        let detach = self.detach;
-        param.map(|w| {
-            let shape = w.shape();
-            let sum = w.detach() + delta.reshape(shape);
-            if detach { sum.detach() } else { sum }
-        })
-    }
 }
 
 /// Trainable parameters of MoS: `v · L · Σ_types (d_in + d_out)` for `dims` = `(d_in, d_out)` of
