@@ -1,7 +1,7 @@
 //! The public parity fixtures (copied from the reference runs into `tests/fixtures/`) replayed
 //! through the same code as `cargo run --example parity`, on every available backend.
 //!
-//! Implemented optimizers must PASS within each file's own tolerance; the ones of later issues
+//! Implemented algorithms must PASS within each file's own tolerance; optimizers of later issues
 //! must be reported as SKIP (never PASS, never an error).
 
 mod common;
@@ -92,19 +92,48 @@ fn adapter_fixtures_pass() {
     assert!(passed >= 11, "only {passed} adapter replays passed");
 }
 
+/// Every quantization fixture (PyTorch affine quantization, GGUF blocks, DGQ, HAWQ-V2) must
+/// PASS on every backend.
 #[test]
-fn quant_fixtures_are_skipped_with_the_issue() {
+fn quant_fixtures_pass() {
+    let passed = replay_all("tests/fixtures/quant", |_, _, outcome| {
+        matches!(outcome, Outcome::Pass { .. })
+    });
+    assert!(passed >= 21, "only {passed} quantization replays passed");
+}
+
+/// The replays can fail: one integer code and one scale changed in a copy of a shipped file must
+/// each give a FAIL that names the case and field.
+#[test]
+fn a_corrupted_quant_fixture_fails_naming_the_field() {
     let device = common::devices().remove(0).1;
-    let file = std::env::temp_dir().join(format!("firebox-quant-{}.json", std::process::id()));
-    std::fs::write(
-        &file,
-        r#"{"format":"firebox-quant-fixture/1","key":"x","sampler":"x"}"#,
-    )
-    .unwrap();
-    let outcome = run_file(&file, &device).unwrap();
-    std::fs::remove_file(&file).unwrap();
-    assert_eq!(outcome.verdict(), "SKIP", "{outcome}");
-    assert!(outcome.to_string().contains("#6"), "{outcome}");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/quant/affine__per_channel_affine_quint8.json");
+    let original: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for field in ["q", "scale"] {
+        let mut value = original.clone();
+        let slot = &mut value["cases"][0]["expected"][field][1];
+        *slot = match field {
+            "q" => serde_json::json!(slot.as_i64().unwrap() + 1),
+            _ => serde_json::json!(slot.as_f64().unwrap() * (1.0 + 1e-6)),
+        };
+        let outcome = firebox::fixtures::run_value(&value, &device).unwrap();
+        assert_eq!(outcome.verdict(), "FAIL", "{outcome}");
+        assert!(
+            outcome.to_string().contains(&format!("{field}[1]")),
+            "{outcome}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_quant_key_is_an_error_naming_it() {
+    let device = common::devices().remove(0).1;
+    let value: serde_json::Value =
+        serde_json::from_str(r#"{"format":"firebox-quant-fixture/1","key":"awq"}"#).unwrap();
+    let err = firebox::fixtures::run_value(&value, &device).unwrap_err();
+    assert!(err.contains("awq") && err.contains("gguf_blocks"), "{err}");
 }
 
 #[test]

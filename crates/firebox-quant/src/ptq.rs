@@ -1,0 +1,242 @@
+//! Calibrated post-training quantization of a model's weights, selected by module path.
+//!
+//! [`quantize_weights`] calibrates every selected weight with its scheme (the default, or a
+//! per-layer override, e.g. from [`hawq`](crate::hawq)), quantizes it, stores it (Burn-native
+//! where Burn can execute the scheme, see [`native`](crate::native)) and reports per layer the
+//! scheme, size and SQNR `10·log10(‖W‖² / ‖Ŵ - W‖²)`. Activation ranges come from
+//! [`observer`](crate::observer).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+
+use crate::QuantError;
+use crate::affine::{Quantized, sqnr_db};
+use crate::native::{Stored, store};
+use crate::spec::QuantSpec;
+use firebox_adapters::Targets;
+use firebox_adapters::target::layer_of_weight;
+
+/// What [`quantize_weights`] does.
+#[derive(Clone, Debug)]
+pub struct PtqConfig {
+    /// Which layers (module paths of layers owning a `weight`, e.g. `"*.fc1"`).
+    pub targets: Targets,
+    /// The scheme of every selected layer without an override.
+    pub spec: QuantSpec,
+    /// Per-layer schemes (layer path → scheme), e.g. a mixed-precision allocation.
+    pub overrides: BTreeMap<String, QuantSpec>,
+}
+
+impl PtqConfig {
+    /// One scheme for the selected layers.
+    pub fn new(targets: Targets, spec: QuantSpec) -> Self {
+        Self {
+            targets,
+            spec,
+            overrides: BTreeMap::new(),
+        }
+    }
+
+    /// The scheme of `layer`.
+    pub fn spec_of(&self, layer: &str) -> QuantSpec {
+        self.overrides.get(layer).copied().unwrap_or(self.spec)
+    }
+}
+
+/// One quantized layer.
+#[derive(Clone, Debug)]
+pub struct LayerReport {
+    /// The layer path.
+    pub layer: String,
+    /// The weight's shape.
+    pub shape: Vec<usize>,
+    /// The scheme's label.
+    pub scheme: String,
+    /// Bits per weight.
+    pub bits: u32,
+    /// SQNR in dB.
+    pub sqnr_db: f64,
+    /// Stored size in bits (codes, scales and zero points).
+    pub size_bits: u64,
+    /// How it is stored.
+    pub stored: Stored,
+}
+
+/// Every quantized layer of a pass.
+#[derive(Clone, Debug, Default)]
+pub struct PtqReport {
+    /// Per layer, in module order.
+    pub layers: Vec<LayerReport>,
+}
+
+impl PtqReport {
+    /// Total stored size of the quantized weights in bits.
+    pub fn size_bits(&self) -> u64 {
+        self.layers.iter().map(|l| l.size_bits).sum()
+    }
+}
+
+impl fmt::Display for PtqReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<24} {:>12} {:<34} {:>9} {:>10}  stored",
+            "layer", "shape", "scheme", "SQNR dB", "KiB"
+        )?;
+        for l in &self.layers {
+            writeln!(
+                f,
+                "{:<24} {:>12} {:<34} {:>9.2} {:>10.2}  {}",
+                l.layer,
+                format!("{:?}", l.shape),
+                l.scheme,
+                l.sqnr_db,
+                l.size_bits as f64 / 8192.0,
+                l.stored.label()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The weights a [`Targets`] selection picks in a model.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// `(layer path, weight shape)` in module order.
+    pub weights: Vec<(String, Vec<usize>)>,
+}
+
+impl Selection {
+    /// Whether the parameter at `param_path` (`layer.weight`) is selected.
+    pub fn contains_param(&self, param_path: &str) -> bool {
+        layer_of_weight(param_path)
+            .is_some_and(|layer| self.weights.iter().any(|(l, _)| l == layer))
+    }
+}
+
+/// The selected layers' weights; an error lists the available layers when nothing matches.
+pub fn select_weights<M: Module>(model: &M, targets: &Targets) -> Result<Selection, QuantError> {
+    let matcher = targets.matcher().map_err(|e| QuantError::Targets {
+        message: e.to_string(),
+    })?;
+    let mut visitor = WeightVisitor {
+        path: Vec::new(),
+        found: Vec::new(),
+    };
+    model.visit(&mut visitor);
+    let weights: Vec<(String, Vec<usize>)> = visitor
+        .found
+        .iter()
+        .filter(|(layer, _)| matcher.matches(layer))
+        .cloned()
+        .collect();
+    if weights.is_empty() {
+        let available: Vec<&str> = visitor.found.iter().map(|(l, _)| l.as_str()).collect();
+        return Err(QuantError::Targets {
+            message: format!(
+                "targets {targets:?} match no layer; layers with a weight: {}",
+                available.join(", ")
+            ),
+        });
+    }
+    Ok(Selection { weights })
+}
+
+struct WeightVisitor {
+    path: Vec<String>,
+    found: Vec<(String, Vec<usize>)>,
+}
+
+impl ModuleVisitor for WeightVisitor {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let path = self.path.join(".");
+        if let Some(layer) = layer_of_weight(&path) {
+            self.found
+                .push((layer.to_string(), param.lazy_shape().as_slice().to_vec()));
+        }
+    }
+}
+
+/// Post-training quantization of the selected weights (see the [module docs](self)). Every
+/// layer's options are checked first; an error names the layer and the value.
+pub fn quantize_weights<M: Module>(
+    model: M,
+    config: &PtqConfig,
+) -> Result<(M, PtqReport), QuantError> {
+    let selection = select_weights(&model, &config.targets)?;
+    for (layer, dims) in &selection.weights {
+        config.spec_of(layer).validate(layer, dims)?;
+    }
+    let mut mapper = PtqMapper {
+        path: Vec::new(),
+        selection,
+        config: config.clone(),
+        report: PtqReport::default(),
+        error: None,
+    };
+    let model = model.map(&mut mapper);
+    match mapper.error {
+        Some(e) => Err(e),
+        None => Ok((model, mapper.report)),
+    }
+}
+
+struct PtqMapper {
+    path: Vec<String>,
+    selection: Selection,
+    config: PtqConfig,
+    report: PtqReport,
+    error: Option<QuantError>,
+}
+
+impl ModuleMapper for PtqMapper {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let path = self.path.join(".");
+        if !self.selection.contains_param(&path) {
+            return param;
+        }
+        let layer = layer_of_weight(&path).unwrap_or(&path).to_string();
+        let spec = self.config.spec_of(&layer);
+        let weight = param.val().detach();
+        let finite: bool = weight.clone().is_finite().all().into_scalar();
+        if !finite {
+            self.error.get_or_insert(QuantError::NonFinite {
+                layer,
+                what: "weights".to_string(),
+            });
+            return param;
+        }
+        let quantized = Quantized::calibrate(weight.clone(), &spec);
+        let sqnr = sqnr_db(weight.clone(), quantized.dequantize());
+        let (tensor, stored) = store(&quantized);
+        self.report.layers.push(LayerReport {
+            shape: weight.dims().to_vec(),
+            layer,
+            scheme: spec.label(),
+            bits: spec.bits,
+            sqnr_db: sqnr,
+            size_bits: quantized.size_bits(),
+            stored,
+        });
+        Param::initialized(param.id, tensor).set_require_grad(false)
+    }
+}
