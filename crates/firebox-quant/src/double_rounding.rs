@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use burn::module::{Module, ModuleMapper, Param, Reparameterization, Reparameterizer};
+use burn::module::{Module, Param, Reparameterization, Reparameterizer};
 use burn::tensor::{Tensor, TensorData};
 use rand::Rng;
 
@@ -40,6 +40,7 @@ use crate::QuantError;
 use crate::affine::{QParams, Quantized};
 use crate::capture::{self, Captured};
 use crate::layout::RowLayout;
+use crate::paths::{MapAtPath, map_at_paths};
 use crate::ptq::{Selection, select_weights};
 use crate::spec::{IntRange, Mode, QuantSpec};
 use firebox_adapters::Targets;
@@ -331,34 +332,25 @@ impl StoredModel {
         default_bits: u32,
     ) -> M {
         let mut mapper = Derive {
-            path: Vec::new(),
             store: self,
             bits,
             default_bits,
         };
-        model.map(&mut mapper)
+        // Drop the Double-Rounding reparameterizations first (Burn re-attaches a parameter's
+        // reparameterization after mapping it); the mapper then overwrites the weights.
+        map_at_paths(model.materialize(), &mut mapper)
     }
 }
 
 struct Derive<'a> {
-    path: Vec<String>,
     store: &'a StoredModel,
     bits: &'a BTreeMap<String, u32>,
     default_bits: u32,
 }
 
-impl ModuleMapper for Derive<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let path = self.path.join(".");
-        let Some(layer) = layer_of_weight(&path) else {
+impl MapAtPath for Derive<'_> {
+    fn map_at<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some(layer) = layer_of_weight(path) else {
             return param;
         };
         let bits = self.bits.get(layer).copied().unwrap_or(self.default_bits);

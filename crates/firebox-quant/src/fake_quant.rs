@@ -25,6 +25,11 @@ pub fn fake_quant_ste<const D: usize>(
     layout: &RowLayout<D>,
     range: IntRange,
 ) -> Tensor<D> {
+    if !x.is_require_grad() {
+        // No gradient to shape: the plain fake quantization (same values).
+        let rows = layout.to_rows(x);
+        return layout.from_rows(dequantize_rows(quantize_rows(rows, params, range), params));
+    }
     let rows = layout.to_rows(x.clone().detach());
     let inv = params.scale.clone().recip();
     let unclamped = rows.clone().mul(inv).round().add(params.zero_point.clone());

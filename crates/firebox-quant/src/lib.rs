@@ -8,7 +8,7 @@
 //!
 //! | module | what | reference |
 //! |---|---|---|
-//! | [`spec`], [`layout`], [`affine`] | uniform integer grids: per tensor / channel / group, symmetric or affine, PyTorch's exact arithmetic | `torch.ao.quantization` |
+//! | [`spec`], [`layout`], [`affine`], [`capture`] | uniform integer grids: per tensor / channel / group, symmetric or affine, PyTorch's exact arithmetic | `torch.ao.quantization` |
 //! | [`observer`] | activation ranges from calibration batches (min-max, percentile, MSE) | PyTorch observers |
 //! | [`ptq`] | post-training quantization of a model's weights by module path, with per-layer SQNR | — |
 //! | [`native`] | export to Burn's native quantized tensors where Burn can execute the scheme | Burn `QuantScheme` |
@@ -21,6 +21,8 @@
 //! Layers are selected by module path with [`Targets`] (the same selection adapters use:
 //! peft-style names, a regular expression, or globs such as `"*.fc1"`).
 
+#![warn(missing_docs)]
+
 pub mod affine;
 pub mod capture;
 pub mod dgq;
@@ -32,9 +34,12 @@ pub mod hawq;
 pub mod layout;
 pub mod native;
 pub mod observer;
+mod paths;
 pub mod ptq;
 pub mod qat;
 pub mod spec;
+#[cfg(test)]
+mod test_rng;
 
 pub use affine::{QParams, Quantized, fake_quantize, sqnr_db};
 pub use error::QuantError;

@@ -9,20 +9,25 @@
 //! 3/5/6/7 bits) is stored as its exact dequantized float values (simulated quantization) and
 //! reported as such.
 //!
-//! **Burn 0.22.1 bug, detected at run time.** `burn::tensor::module::linear` (hence
-//! `nn::Linear::forward`) with a *block*-scaled quantized weight returns wrong results on flex
-//! (about 5 % off at int8; `x.matmul(w)` and `w.dequantize()` are right, so the fault is in
-//! `linear`'s reshaping of the quantized weight). Before storing a block-scaled weight natively,
-//! [`blocks_are_reliable`] checks `linear` against the dequantized matmul once per device kind
-//! on a small probe; where it fails, per-channel / per-group weights are stored as dequantized
-//! floats (reported as `f32 (Burn linear with block scales is wrong on this backend)`), so the
-//! model's outputs are always right and the native path comes back by itself when Burn is fixed.
+//! **Checked on the device, per weight.** What Burn can hold differs by backend (ndarray has no
+//! Q4/Q2 blocks, wgpu packs codes into `u32` along the last axis, so that axis must be a multiple
+//! of 4/8/16), and Burn 0.22.1's `linear` (hence `nn::Linear::forward`) returns wrong results for
+//! *block*-scaled weights on flex (about 5 % off; `x.matmul(w)` and `w.dequantize()` are right).
+//! So [`store`] quantizes natively (trying the device's default storage, then `Native`), and
+//! keeps the result only if Burn accepted it, its dequantized values equal ours bit for bit, and
+//! `linear` on a two-row probe equals the float matmul with our values; otherwise the weight is
+//! stored as its dequantized floats, with the reason in [`Stored::Simulated`]. The model's outputs
+//! are therefore always the quantized model's, and the native path comes back by itself where
+//! Burn gains support. (Panics raised by Burn while trying are caught and their messages
+//! suppressed for the duration of the attempt.)
 //!
 //! Burn rounds `x·(1/s)` half away from zero where PyTorch (and [`affine`](crate::affine))
 //! rounds half to even, so the codes can differ at exact ties only.
 
 use burn::tensor::Tensor;
-use burn::tensor::quantization::{QuantScheme, QuantValue, QuantizationParameters, ScaleDtype};
+use burn::tensor::quantization::{
+    QuantScheme, QuantStore, QuantValue, QuantizationParameters, ScaleDtype,
+};
 
 use crate::affine::Quantized;
 use crate::spec::{Granularity, Mode};
@@ -80,29 +85,131 @@ pub fn native_scheme<const D: usize>(q: &Quantized<D>) -> Result<QuantScheme, St
     if block.iter().any(|&b| b > 255) {
         return Err(format!("block {block:?} exceeds Burn's 255"));
     }
-    if !blocks_are_reliable(&device) {
-        return Err("Burn linear with block scales is wrong on this backend".to_string());
-    }
     let block: Vec<u8> = block.into_iter().map(|b| b as u8).collect();
     Ok(base.per_block(block, ScaleDtype::F32))
 }
 
-/// Stores `q` natively when possible (see the module docs), else as dequantized floats.
+/// Stores `q` natively when Burn can hold and execute it (see the module docs), else as its
+/// dequantized floats.
 pub fn store<const D: usize>(q: &Quantized<D>) -> (Tensor<D>, Stored) {
-    match native_scheme(q) {
-        Ok(scheme) => {
-            let scales = block_scales(q);
-            let values = q.dequantize();
-            let tensor = values.quantize(
-                &scheme,
-                QuantizationParameters {
-                    scales,
-                    global: None,
-                },
-            );
-            (tensor, Stored::Native(scheme))
+    let scheme = match native_scheme(q) {
+        Ok(scheme) => scheme,
+        Err(why) => return (q.dequantize(), Stored::Simulated(why)),
+    };
+    let reference = q.dequantize();
+    // Storage layouts a GPU backend would reject by panicking inside a (fused, asynchronous)
+    // kernel are ruled out up front: a failed kernel poisons later work on that device.
+    let bits = scheme.value.size_bits();
+    let dims = q.layout.dims;
+    let host_backend = {
+        let name = format!("{:?}", q.codes.device()).to_lowercase();
+        name.contains("flex") || name.contains("ndarray")
+    };
+    let storable = |store: &QuantStore| match store {
+        // The CPU backends refuse synchronously (caught below); they hold any width natively.
+        _ if host_backend => true,
+        QuantStore::Native => bits == 8,
+        QuantStore::PackedU32(packed) => {
+            let axis = D.checked_sub(1 + packed);
+            axis.is_some_and(|a| dims[a].is_multiple_of(32 / bits))
         }
-        Err(why) => (q.dequantize(), Stored::Simulated(why)),
+        QuantStore::PackedNative(_) => false,
+    };
+    let mut stores = vec![scheme.store];
+    if scheme.store != QuantStore::Native {
+        stores.push(QuantStore::Native);
+    }
+    let mut why = format!(
+        "no storage of {:?} fits shape {dims:?} on this backend",
+        scheme.value
+    );
+    for store in stores.iter().filter(|s| storable(s)) {
+        let scheme = scheme.with_store(*store);
+        match quietly(|| try_native(q, &reference, &scheme)) {
+            Ok(tensor) => return (tensor, Stored::Native(scheme)),
+            Err(e) => why = e,
+        }
+    }
+    (reference, Stored::Simulated(why))
+}
+
+/// Quantizes natively and checks the result (values and `linear`), or says what went wrong.
+fn try_native<const D: usize>(
+    q: &Quantized<D>,
+    reference: &Tensor<D>,
+    scheme: &QuantScheme,
+) -> Result<Tensor<D>, String> {
+    let tensor = reference.clone().quantize(
+        scheme,
+        QuantizationParameters {
+            scales: block_scales(q),
+            global: None,
+        },
+    );
+    let got = tensor.clone().dequantize().try_into_data().map_err(|e| {
+        format!(
+            "Burn cannot run {:?} here ({})",
+            scheme.value,
+            first_line(&e)
+        )
+    })?;
+    if got != reference.clone().into_data() {
+        return Err(format!(
+            "Burn's {:?} dequantizes differently here",
+            scheme.value
+        ));
+    }
+    if D == 2 {
+        let dims = q.layout.dims;
+        let w2: Tensor<2> = tensor.clone().reshape([dims[0], dims[1]]);
+        let r2: Tensor<2> = reference.clone().reshape([dims[0], dims[1]]);
+        let x = Tensor::<2>::ones([2, dims[0]], &r2.device())
+            .cumsum(1)
+            .div_scalar(dims[0] as f32);
+        let diff = (burn::tensor::module::linear(x.clone(), w2, None) - x.matmul(r2))
+            .abs()
+            .max()
+            .try_into_data()
+            .map_err(|e| {
+                format!(
+                    "Burn cannot run {:?} matmul here ({})",
+                    scheme.value,
+                    first_line(&e)
+                )
+            })?
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| format!("{e:?}"))?[0];
+        if diff.is_nan() || diff > 1e-4 {
+            return Err(format!(
+                "Burn's linear with {:?} {} is wrong here",
+                scheme.value,
+                if scheme.block_size().is_some() {
+                    "block scales"
+                } else {
+                    "per-tensor scale"
+                }
+            ));
+        }
+    }
+    Ok(tensor)
+}
+
+/// Runs `f`, turning a panic into an error and keeping its message off stderr.
+fn quietly<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    use std::panic::{AssertUnwindSafe, catch_unwind, set_hook, take_hook};
+    let hook = take_hook();
+    set_hook(Box::new(|_| {}));
+    let out = catch_unwind(AssertUnwindSafe(f));
+    set_hook(hook);
+    match out {
+        Ok(result) => result,
+        Err(payload) => Err(payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .map(|m| format!("Burn refused: {m}"))
+            .unwrap_or_else(|| "Burn refused the scheme".to_string())),
     }
 }
 
@@ -147,53 +254,10 @@ fn block_scales<const D: usize>(q: &Quantized<D>) -> Tensor<1> {
     }
 }
 
-/// Whether Burn's `linear` computes block-scaled quantized weights correctly on `device`'s
-/// backend (see the [module docs](self)); probed once per device kind and cached.
-pub fn blocks_are_reliable(device: &burn::tensor::Device) -> bool {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<HashMap<String, bool>>> = OnceLock::new();
-    let key = format!("{:?}", device.clone().inner());
-    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
-    if let Some(&known) = cache.lock().expect("probe cache").get(&key) {
-        return known;
-    }
-    let reliable = probe_blocks(device);
-    cache.lock().expect("probe cache").insert(key, reliable);
-    reliable
-}
-
-fn probe_blocks(device: &burn::tensor::Device) -> bool {
-    use burn::tensor::TensorData;
-    let device = device.clone().inner();
-    let w: Vec<f32> = (0..24)
-        .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.25 * (1 + i / 6) as f32)
-        .collect();
-    let w = Tensor::<2>::from_data(TensorData::new(w, [4, 6]), &device);
-    let x: Vec<f32> = (0..8).map(|i| (i as f32 - 3.5) * 0.5).collect();
-    let x = Tensor::<2>::from_data(TensorData::new(x, [2, 4]), &device);
-    let scales = Tensor::<1>::from_data(
-        TensorData::new(vec![0.01f32, 0.02, 0.03, 0.04, 0.05, 0.06], [6]),
-        &device,
-    );
-    let scheme = device
-        .settings()
-        .quantization
-        .scheme
-        .with_value(QuantValue::Q8F)
-        .per_block([4u8, 1], ScaleDtype::F32);
-    let q = w.quantize(
-        &scheme,
-        QuantizationParameters {
-            scales,
-            global: None,
-        },
-    );
-    let reference = x.clone().matmul(q.clone().dequantize());
-    let got = burn::tensor::module::linear(x, q, None);
-    let diff = (got - reference).abs().max().into_data();
-    diff.convert::<f32>()
-        .try_into_vec::<f32>()
-        .map(|v| v[0] <= 1e-5)
-        .unwrap_or(false)
+fn first_line(e: &impl std::fmt::Debug) -> String {
+    format!("{e:?}")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }

@@ -9,12 +9,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 
 use crate::QuantError;
 use crate::affine::{Quantized, sqnr_db};
 use crate::native::{Stored, store};
+use crate::paths::{MapAtPath, VisitAtPath, map_at_paths, visit_at_paths};
 use crate::spec::QuantSpec;
 use firebox_adapters::Targets;
 use firebox_adapters::target::layer_of_weight;
@@ -28,6 +29,9 @@ pub struct PtqConfig {
     pub spec: QuantSpec,
     /// Per-layer schemes (layer path → scheme), e.g. a mixed-precision allocation.
     pub overrides: BTreeMap<String, QuantSpec>,
+    /// Fail (naming the layer and the scheme) instead of storing dequantized floats when Burn
+    /// cannot hold a layer's scheme natively on the model's backend.
+    pub require_native: bool,
 }
 
 impl PtqConfig {
@@ -37,6 +41,7 @@ impl PtqConfig {
             targets,
             spec,
             overrides: BTreeMap::new(),
+            require_native: false,
         }
     }
 
@@ -122,11 +127,8 @@ pub fn select_weights<M: Module>(model: &M, targets: &Targets) -> Result<Selecti
     let matcher = targets.matcher().map_err(|e| QuantError::Targets {
         message: e.to_string(),
     })?;
-    let mut visitor = WeightVisitor {
-        path: Vec::new(),
-        found: Vec::new(),
-    };
-    model.visit(&mut visitor);
+    let mut visitor = WeightVisitor { found: Vec::new() };
+    visit_at_paths(model, &mut visitor);
     let weights: Vec<(String, Vec<usize>)> = visitor
         .found
         .iter()
@@ -146,46 +148,37 @@ pub fn select_weights<M: Module>(model: &M, targets: &Targets) -> Result<Selecti
 }
 
 struct WeightVisitor {
-    path: Vec<String>,
     found: Vec<(String, Vec<usize>)>,
 }
 
-impl ModuleVisitor for WeightVisitor {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let path = self.path.join(".");
-        if let Some(layer) = layer_of_weight(&path) {
+impl VisitAtPath for WeightVisitor {
+    fn visit_at<const D: usize>(&mut self, path: &str, param: &Param<Tensor<D>>) {
+        if let Some(layer) = layer_of_weight(path) {
             self.found
                 .push((layer.to_string(), param.lazy_shape().as_slice().to_vec()));
         }
     }
 }
 
-/// Post-training quantization of the selected weights (see the [module docs](self)). Every
-/// layer's options are checked first; an error names the layer and the value.
+/// Post-training quantization of the selected weights (see the [module docs](self)), returning
+/// the quantized model; `model` itself is left as it is. Errors name the layer and the value:
+/// options that do not fit a layer (checked before anything is quantized), weights holding NaN
+/// or ±∞, and, with [`PtqConfig::require_native`], a scheme Burn cannot hold natively.
 pub fn quantize_weights<M: Module>(
-    model: M,
+    model: &M,
     config: &PtqConfig,
 ) -> Result<(M, PtqReport), QuantError> {
-    let selection = select_weights(&model, &config.targets)?;
+    let selection = select_weights(model, &config.targets)?;
     for (layer, dims) in &selection.weights {
         config.spec_of(layer).validate(layer, dims)?;
     }
     let mut mapper = PtqMapper {
-        path: Vec::new(),
         selection,
         config: config.clone(),
         report: PtqReport::default(),
         error: None,
     };
-    let model = model.map(&mut mapper);
+    let model = map_at_paths(model.clone(), &mut mapper);
     match mapper.error {
         Some(e) => Err(e),
         None => Ok((model, mapper.report)),
@@ -193,28 +186,18 @@ pub fn quantize_weights<M: Module>(
 }
 
 struct PtqMapper {
-    path: Vec<String>,
     selection: Selection,
     config: PtqConfig,
     report: PtqReport,
     error: Option<QuantError>,
 }
 
-impl ModuleMapper for PtqMapper {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let path = self.path.join(".");
-        if !self.selection.contains_param(&path) {
+impl MapAtPath for PtqMapper {
+    fn map_at<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if !self.selection.contains_param(path) {
             return param;
         }
-        let layer = layer_of_weight(&path).unwrap_or(&path).to_string();
+        let layer = layer_of_weight(path).unwrap_or(path).to_string();
         let spec = self.config.spec_of(&layer);
         let weight = param.val().detach();
         let finite: bool = weight.clone().is_finite().all().into_scalar();
@@ -228,6 +211,17 @@ impl ModuleMapper for PtqMapper {
         let quantized = Quantized::calibrate(weight.clone(), &spec);
         let sqnr = sqnr_db(weight.clone(), quantized.dequantize());
         let (tensor, stored) = store(&quantized);
+        if let (true, Stored::Simulated(why)) = (self.config.require_native, &stored) {
+            self.error.get_or_insert(QuantError::UnsupportedBits {
+                layer,
+                bits: spec.bits,
+                supported: format!(
+                    "Burn cannot hold `{}` natively on this backend: {why}",
+                    spec.label()
+                ),
+            });
+            return param;
+        }
         self.report.layers.push(LayerReport {
             shape: weight.dims().to_vec(),
             layer,

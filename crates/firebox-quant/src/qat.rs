@@ -11,7 +11,7 @@
 //! [`ActivationQuant`](crate::observer::ActivationQuant) (the equivalent of PyTorch's
 //! `QuantStub`): Burn layers have no input hooks, so a generic pass cannot insert them.
 
-use burn::module::{Module, ModuleMapper, Param, Reparameterization, Reparameterizer};
+use burn::module::{Module, Param, Reparameterization, Reparameterizer};
 use burn::tensor::{Tensor, TensorData};
 
 use crate::QuantError;
@@ -20,6 +20,7 @@ use crate::capture::{self, Captured};
 use crate::fake_quant::{fake_quant_lsq, fake_quant_ste};
 use crate::layout::RowLayout;
 use crate::native::{Stored, store};
+use crate::paths::{MapAtPath, map_at_paths};
 use crate::ptq::{Selection, select_weights};
 use crate::spec::{Mode, QuantSpec};
 use firebox_adapters::Targets;
@@ -169,32 +170,21 @@ pub(crate) fn store_captured<M: Module>(
     captured: Vec<Captured>,
 ) -> (M, Vec<(String, Stored)>) {
     let mut exporter = Exporter {
-        path: Vec::new(),
         captured,
         stored: Vec::new(),
     };
-    let model = model.map(&mut exporter);
+    let model = map_at_paths(model, &mut exporter);
     (model, exporter.stored)
 }
 
 struct Exporter {
-    path: Vec<String>,
     captured: Vec<Captured>,
     stored: Vec<(String, Stored)>,
 }
 
-impl ModuleMapper for Exporter {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let path = self.path.join(".");
-        let Some(layer) = layer_of_weight(&path) else {
+impl MapAtPath for Exporter {
+    fn map_at<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some(layer) = layer_of_weight(path) else {
             return param;
         };
         let Some(c) = self.captured.iter().find(|c| c.layer == layer) else {

@@ -253,26 +253,29 @@ fn ptq_stores_native_tensors_equal_to_the_reference_quantization() {
     let device = Device::flex();
     device.seed(5);
     let model = TwoLayer::new(&device);
-    // Block scales go native only where Burn's `linear` handles them (see `native`'s docs).
-    let blocks = firebox_quant::native::blocks_are_reliable(&device);
+    // Per-tensor int8/int4 are native on flex; block scales only where Burn's `linear` computes
+    // them right (on flex 0.22.1 it does not: see `native`'s docs), so they are not asserted.
     for (spec, native) in [
-        (QuantSpec::int8().per_channel(1), blocks),
-        (QuantSpec::int4().per_group(0, 8), blocks),
-        (QuantSpec::int8(), true),
-        (QuantSpec::int4(), true),
-        (QuantSpec::int8().affine(), false),
-        (QuantSpec::new(6).per_channel(1), false),
+        (QuantSpec::int8().per_channel(1), None),
+        (QuantSpec::int4().per_group(0, 8), None),
+        (QuantSpec::int8(), Some(true)),
+        (QuantSpec::int4(), Some(true)),
+        (QuantSpec::int8().affine(), Some(false)),
+        (QuantSpec::new(6).per_channel(1), Some(false)),
     ] {
         let config = PtqConfig::new(Targets::glob(["fc*"]), spec);
-        let (quantized, report) = quantize_weights(model.clone(), &config).unwrap();
+        let (quantized, report) = quantize_weights(&model, &config).unwrap();
         assert_eq!(report.layers.len(), 2);
         for layer in &report.layers {
-            assert_eq!(
-                matches!(layer.stored, Stored::Native(_)),
-                native,
-                "{}",
-                spec.label()
-            );
+            if let Some(native) = native {
+                assert_eq!(
+                    matches!(layer.stored, Stored::Native(_)),
+                    native,
+                    "{} {:?}",
+                    spec.label(),
+                    layer.stored
+                );
+            }
             assert!(layer.sqnr_db > 6.0 * spec.bits as f64 - 12.0, "{layer:?}");
         }
         let reference = Quantized::calibrate(model.fc1.weight.val(), &spec).dequantize();
@@ -291,12 +294,9 @@ fn bad_options_are_errors_naming_layer_and_value() {
     let device = Device::flex();
     let model = TwoLayer::new(&device);
     let err = |spec: QuantSpec| {
-        quantize_weights(
-            model.clone(),
-            &PtqConfig::new(Targets::names(["fc1"]), spec),
-        )
-        .unwrap_err()
-        .to_string()
+        quantize_weights(&model, &PtqConfig::new(Targets::names(["fc1"]), spec))
+            .unwrap_err()
+            .to_string()
     };
     let e = err(QuantSpec::int4().per_group(0, 5));
     assert!(
@@ -309,8 +309,32 @@ fn bad_options_are_errors_naming_layer_and_value() {
     assert!(e.contains("axis 2"), "{e}");
     let e = err(QuantSpec::new(8).clipping(Clipping::Percentile(120.0)));
     assert!(e.contains("120"), "{e}");
+    // A width Burn has no native type for, when native storage is required.
+    let mut config = PtqConfig::new(Targets::names(["fc2"]), QuantSpec::new(6));
+    config.require_native = true;
+    let e = quantize_weights(&model, &config).unwrap_err().to_string();
+    assert!(
+        e.contains("`fc2`") && e.contains("6-bit") && e.contains("natively"),
+        "{e}"
+    );
+    // NaN weights: an error naming the layer, and the caller's model is untouched.
+    let mut broken = model.clone();
+    let w = broken.fc2.weight.val();
+    let nan = Tensor::<2>::full(w.dims(), f32::NAN, &device);
+    broken.fc2.weight = burn::module::Param::from_tensor(nan);
     let e = quantize_weights(
-        model.clone(),
+        &broken,
+        &PtqConfig::new(Targets::glob(["fc*"]), QuantSpec::int8()),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("`fc2`") && e.contains("NaN"), "{e}");
+    assert_eq!(
+        values(broken.fc1.weight.val()),
+        values(model.fc1.weight.val())
+    );
+    let e = quantize_weights(
+        &model,
         &PtqConfig::new(Targets::names(["conv"]), QuantSpec::int8()),
     )
     .unwrap_err()
@@ -362,13 +386,6 @@ fn qat_trains_and_export_matches_the_fake_quantized_model() {
         let fake = values(model.forward(x.clone()));
         let (exported, stored) = export_qat(model.clone());
         assert_eq!(stored.len(), 2);
-        let blocks = firebox_quant::native::blocks_are_reliable(&device);
-        assert!(
-            stored
-                .iter()
-                .all(|(_, s)| matches!(s, Stored::Native(_)) == blocks),
-            "{stored:?}"
-        );
         let real = values(exported.forward(x.clone()));
         for (i, (a, b)) in fake.iter().zip(&real).enumerate() {
             assert!(
@@ -401,7 +418,7 @@ fn observers_calibrate_activation_ranges() {
     ));
     assert_eq!(
         values(y),
-        vec![0.0, 255.0f32 - 85.0]
+        [0.0, 255.0f32 - 85.0]
             .iter()
             .map(|q| q * (3.0f32 / 255.0))
             .collect::<Vec<_>>()
@@ -506,4 +523,15 @@ fn double_rounding_models_derive_from_the_stored_integers() {
     assert_eq!(alrs.observe(8, 1.0), 1.0);
     let hasb = Hasb::new(&[10.0, 0.0], vec![2, 4, 8], 3.0);
     assert!(hasb.probabilities[0][2] > 0.8 && (hasb.probabilities[1][0] - 1.0 / 3.0).abs() < 1e-12);
+}
+
+/// HAWQ-V2's activation sensitivity: for `L(a) = c·Σ a²/2` the Hessian is `c·I`, so the trace is
+/// `c·n` (exact for a quadratic up to f32 rounding), whatever the probes.
+#[test]
+fn activation_trace_is_exact_on_a_quadratic() {
+    let device = Device::flex().autodiff();
+    device.seed(9);
+    let a = normal([4, 8], &device);
+    let trace = firebox_quant::hawq::activation_trace(a, 3, |x| x.square().sum().mul_scalar(1.5));
+    assert!((trace - 3.0 * 32.0).abs() < 1e-2 * 96.0, "trace {trace}");
 }

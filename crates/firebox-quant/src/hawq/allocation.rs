@@ -410,26 +410,7 @@ impl Staircase {
 mod tests {
     use super::*;
 
-    /// SplitMix64, for deterministic test instances.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next_u64() % n
-        }
-
-        fn unit(&mut self) -> f64 {
-            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
+    use crate::test_rng::SplitMix64 as Rng;
 
     fn layer(name: &str, n_params: usize, trace: f64, perturbation: &[f64]) -> LayerSensitivity {
         LayerSensitivity {

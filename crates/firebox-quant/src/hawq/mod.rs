@@ -18,7 +18,7 @@ pub mod allocation;
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Distribution, Tensor};
 use firebox_optim::curvature::hutchinson::hutchinson_traces;
@@ -26,6 +26,7 @@ use firebox_optim::curvature::hvp::StepSize;
 
 use crate::QuantError;
 use crate::affine::{Quantized, host};
+use crate::paths::{VisitAtPath, visit_at_paths};
 use crate::ptq::{PtqConfig, select_weights};
 use crate::spec::QuantSpec;
 use firebox_adapters::Targets;
@@ -70,10 +71,9 @@ where
     }
     let traces = hutchinson_traces(model, config.probes.max(1), StepSize::Auto, grad);
     let mut weights = WeightsById {
-        path: Vec::new(),
         found: BTreeMap::new(),
     };
-    model.visit(&mut weights);
+    visit_at_paths(model, &mut weights);
     let mut out = Vec::new();
     for (layer, _) in &selection.weights {
         let Some((id, weight)) = weights.found.get(layer) else {
@@ -126,7 +126,7 @@ where
         let x = x.require_grad();
         let grads = loss(x.clone()).backward();
         x.grad(&grads)
-            .map(|g| Tensor::from_inner(g))
+            .map(Tensor::from_inner)
             .unwrap_or_else(|| x.zeros_like().detach())
     };
     let mut sum = 0.0;
@@ -194,23 +194,13 @@ impl HawqPlan {
 }
 
 struct WeightsById {
-    path: Vec<String>,
     found: BTreeMap<String, (ParamId, Tensor<2>)>,
 }
 
-impl ModuleVisitor for WeightsById {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let path = self.path.join(".");
+impl VisitAtPath for WeightsById {
+    fn visit_at<const D: usize>(&mut self, path: &str, param: &Param<Tensor<D>>) {
         if D == 2
-            && let Some(layer) = layer_of_weight(&path)
+            && let Some(layer) = layer_of_weight(path)
         {
             let value = param.val().detach();
             let dims = value.dims();
