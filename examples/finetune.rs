@@ -28,7 +28,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
 use clap::Parser;
@@ -36,6 +35,9 @@ use firebox::adapters::{LoraAdapters, LoraConfig, MosConfig, MosModel, Targets, 
 use firebox::device::parse_device;
 use firebox::models::data::{ClassificationBatch, ClassificationData, digits_split};
 use firebox::models::{ResMlp, ResMlpConfig};
+
+#[path = "common/eval.rs"]
+mod eval;
 
 /// Pretrain on digits 0–4, then fine-tune on 5–9 with full FT, LoRA and MoS, and compare.
 #[derive(Parser, Debug)]
@@ -146,26 +148,12 @@ fn learning_rate(peak: f64, step: usize, steps: usize) -> f64 {
 }
 
 fn loss_of(logits: Tensor<2>, batch: &ClassificationBatch) -> Tensor<1> {
-    CrossEntropyLossConfig::new()
-        .init(&logits.device())
-        .forward(logits, batch.targets.clone())
+    eval::cross_entropy(logits, batch.targets.clone())
 }
 
 /// Mean test loss and accuracy (%) of a plain (non-autodiff) model.
 fn evaluate(model: &ResMlp, data: &ClassificationData, device: &Device) -> (f64, f64) {
-    let (mut loss, mut correct) = (0.0, 0i64);
-    for batch in data.batches(256, None, device) {
-        let logits = model.forward_flat(batch.images.clone().flatten(1, 3));
-        loss += loss_of(logits.clone(), &batch).into_scalar::<f64>() * batch.len() as f64;
-        correct += logits
-            .argmax(1)
-            .flatten::<1>(0, 1)
-            .equal(batch.targets.clone())
-            .int()
-            .sum()
-            .into_scalar::<i64>();
-    }
-    (loss / data.n as f64, 100.0 * correct as f64 / data.n as f64)
+    eval::loss_and_accuracy(|x| model.forward_flat(x.flatten(1, 3)), data, device)
 }
 
 /// AdamW training of whatever parameters of `model` are trainable; returns the model and the

@@ -22,6 +22,8 @@
 //!   execute the format).
 //! - **HAWQ-V2 @ B**: per-layer bits from {2, 4, 8} chosen on the Pareto frontier under an average
 //!   of B bits per weight (Hutchinson traces on one training batch), activations int8.
+//! - **HAWQ-V2 @ 3 bits/weight, 6 bits/activation**: the same for the two layer inputs
+//!   (Hessian traces with respect to the activations), bits from {4, 8}.
 //! - **Double Rounding**: one int8 model trained jointly at 8/6/4/2 bits (ALRS), then the 8-bit
 //!   and the 4-bit models derived from the same stored integers.
 //!
@@ -33,7 +35,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -45,13 +46,18 @@ use firebox::quant::double_rounding::{
     Alrs, BitSwitch, Hasb, StoredModel, prepare_double_rounding,
 };
 use firebox::quant::gguf::{GgufType, quantize};
-use firebox::quant::hawq::{HawqConfig, HawqPlan, weight_sensitivities};
+use firebox::quant::hawq::{
+    HawqConfig, HawqPlan, activation_sensitivity, activation_trace, allocate, weight_sensitivities,
+};
 use firebox::quant::native::Stored;
 use firebox::quant::qat::export_qat;
 use firebox::quant::{
     ActivationQuant, Clipping, Observer, PtqConfig, PtqReport, QatConfig, QuantSpec, Targets,
     prepare_qat, quantize_weights,
 };
+
+#[path = "common/eval.rs"]
+mod eval;
 
 /// Train the digits MLP, quantize it every way, print one table.
 #[derive(Parser, Debug)]
@@ -129,9 +135,7 @@ fn main() -> ExitCode {
 }
 
 fn loss_of(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-    CrossEntropyLossConfig::new()
-        .init(&logits.device())
-        .forward(logits, targets)
+    eval::cross_entropy(logits, targets)
 }
 
 /// Mean loss and accuracy (%) on `data`.
@@ -140,20 +144,7 @@ fn evaluate(
     data: &ClassificationData,
     device: &Device,
 ) -> (f64, f64) {
-    let (mut loss, mut correct) = (0.0, 0i64);
-    for batch in data.batches(512, None, device) {
-        let out = logits(batch.images.clone());
-        loss +=
-            loss_of(out.clone(), batch.targets.clone()).into_scalar::<f64>() * batch.len() as f64;
-        correct += out
-            .argmax(1)
-            .flatten::<1>(0, 1)
-            .equal(batch.targets.clone())
-            .int()
-            .sum()
-            .into_scalar::<i64>();
-    }
-    (loss / data.n as f64, 100.0 * correct as f64 / data.n as f64)
+    eval::loss_and_accuracy(logits, data, device)
 }
 
 /// Predicted classes on `data`.
@@ -227,6 +218,16 @@ fn calibrate(
         hidden.observe(&relu(mlp.hidden.forward(x)));
     }
     Ok((input, hidden))
+}
+
+/// `2/8`: the per-layer widths of an allocation, in layer order.
+fn mixed_label_of(bits: &BTreeMap<String, u32>) -> String {
+    ["hidden", "output"]
+        .iter()
+        .filter_map(|l| bits.get(*l))
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// `burn Q8F`, `f32 (simulated)` or a mix, for a list of storage decisions.
@@ -476,6 +477,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         weight_sensitivities(&mlp, &hawq_config, grad).map_err(|e| e.to_string())?;
     let mut hawq_lines = Vec::new();
     let mut mixed_bits_plan = BTreeMap::new();
+    let mut plan3 = None;
     for avg_bits in [4.0f64, 3.0] {
         let budget = (avg_bits * n_weights as f64) as u64;
         let plan = HawqPlan::new(sensitivities.clone(), &hawq_config, budget)
@@ -501,7 +503,65 @@ fn run(cli: &Cli) -> Result<(), String> {
             &plan.ptq_config(),
         )?;
         rows.push(row);
+        plan3 = Some(plan.ptq_config());
     }
+
+    // HAWQ-V2 for activations (§3.4): traces with respect to the two layer inputs, bits from
+    // {4, 8} under an average of 6 bits per activation element, on the 3-bit weight plan.
+    let x: Tensor<2> = batch.images.clone().flatten(1, 3);
+    let h = relu(mlp.hidden.forward(x.clone())).detach();
+    device.seed(cli.seed);
+    let t_in = activation_trace(x.clone(), cli.probes, |a| {
+        loss_of(mlp.forward_flat(a), batch.targets.clone())
+    });
+    let t_hidden = activation_trace(h.clone(), cli.probes, |a| {
+        loss_of(mlp.output.forward(a), batch.targets.clone())
+    });
+    let act_candidates = [4u32, 8];
+    let act_layers = vec![
+        activation_sensitivity("input", x, t_in, &act8, &act_candidates)
+            .map_err(|e| e.to_string())?,
+        activation_sensitivity("hidden", h, t_hidden, &act8, &act_candidates)
+            .map_err(|e| e.to_string())?,
+    ];
+    let act_budget = 6 * act_layers.iter().map(|l| l.n_params as u64).sum::<u64>();
+    let act_plan = allocate(&act_layers, &act_candidates, act_budget).map_err(|e| e.to_string())?;
+    let (b_in, b_hidden) = (act_plan.bits[0], act_plan.bits[1]);
+    hawq_lines.push(format!(
+        "HAWQ-V2 activations @ 6 bits/element: traces/n (input, hidden) = ({:.3e}, {:.3e}), bits = ({b_in}, {b_hidden})",
+        act_layers[0].avg_hessian_trace, act_layers[1].avg_hessian_trace
+    ));
+    let plan3 = plan3.expect("the 3-bit weight plan");
+    let (quantized, report) = quantize_weights(&float_model, &plan3).map_err(|e| e.to_string())?;
+    let (obs_in, _) = calibrate(&float_model, act8.with_bits(b_in), &train_data, cli, &cpu)?;
+    let (_, obs_hidden) = calibrate(
+        &float_model,
+        act8.with_bits(b_hidden),
+        &train_data,
+        cli,
+        &cpu,
+    )?;
+    let model = QuantMlp {
+        mlp: quantized,
+        input: Some(ActivationQuant::from_observer(&obs_in, false, &cpu)),
+        hidden: Some(ActivationQuant::from_observer(&obs_hidden, false, &cpu)),
+    };
+    let (loss, accuracy) = evaluate(|x| model.logits(x), &test_data, &cpu);
+    rows.push(Row {
+        scheme: "HAWQ-V2 @ 3 bits/weight, 6 bits/activation".into(),
+        bits: format!("W{} A{b_in}/{b_hidden}", mixed_label_of(&mixed_bits_plan)),
+        stored: storage(
+            &report
+                .layers
+                .iter()
+                .map(|l| l.stored.clone())
+                .collect::<Vec<_>>(),
+        ),
+        size_bits: mixed_bits(n_params, n_weights, report.size_bits()),
+        loss,
+        accuracy,
+        cpu_ms: timed(&|x| model.logits(x)),
+    });
 
     // Double Rounding: joint 8/6/4/2 training with ALRS plus one Hessian-aware mixed-precision
     // step per batch (HASB), then 8 bits, 4 bits and HAWQ-V2's 3-bit mix from one int8 store.
@@ -513,11 +573,7 @@ fn run(cli: &Cli) -> Result<(), String> {
     let dr = train_double_rounding(dr, &switch, &hasb, &train_data, cli, &device);
     let store = StoredModel::capture(&dr);
     let uniform = |bits: u32| (format!("{bits}-bit"), BTreeMap::new(), bits);
-    let mixed_label = mixed_bits_plan
-        .values()
-        .map(|b| b.to_string())
-        .collect::<Vec<_>>()
-        .join("/");
+    let mixed_label = mixed_label_of(&mixed_bits_plan);
     for (label, assignment, default_bits) in [
         uniform(8),
         uniform(4),

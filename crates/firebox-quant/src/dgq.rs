@@ -22,6 +22,16 @@
 //! followed by a per-channel rescale: `Y[t, r] ≈ s_X · s⁽¹⁾[r] · Σ_k X_s8[t, k] · W_s8[r, k]`
 //! ([`DgqWeight::matmul_a8w4`], a CPU reference for the authors' CUTLASS kernel).
 //!
+//! # Why not Burn's two-level scheme
+//!
+//! Burn 0.22.1's two-level `QuantScheme` (`per_block(..).per_tensor(F32)`) is symmetric block
+//! scales in a narrow float type (FP8/F16) under **one** f32 scale per tensor. DGQ needs
+//! integer group scales under a **per-output-channel** scale, and asymmetric 4-bit codes with a
+//! zero point per group: neither the per-channel coarse level nor the zero points exist there,
+//! and no Burn backend runs an INT8×INT8→INT32 GEMM. So the format lives on the host, with the
+//! reference kernel [`DgqWeight::matmul_a8w4`]; [`DgqWeight::dequantize`] gives the float weight
+//! for running the layer on any Burn backend (simulated A8W4).
+//!
 //! # Two-phase grid search (the paper's "two-phase grid search")
 //!
 //! [`dgq_quantize`] reproduces `searchquant` operation by operation (float32 weights and

@@ -535,3 +535,26 @@ fn activation_trace_is_exact_on_a_quadratic() {
     let trace = firebox_quant::hawq::activation_trace(a, 3, |x| x.square().sum().mul_scalar(1.5));
     assert!((trace - 3.0 * 32.0).abs() < 1e-2 * 96.0, "trace {trace}");
 }
+
+/// Activation sensitivities: size per sample, per-element trace, and a perturbation that falls
+/// with the bit width; an activation without a batch axis is an error naming it.
+#[test]
+fn activation_sensitivity_counts_per_sample_and_orders_widths() {
+    let device = Device::flex();
+    device.seed(10);
+    let a = normal([8, 12], &device);
+    let spec = QuantSpec::int8().affine();
+    let s = firebox_quant::hawq::activation_sensitivity("h", a.clone(), 96.0, &spec, &[2, 4, 8])
+        .unwrap();
+    assert_eq!((s.n_params, s.avg_hessian_trace), (12, 1.0));
+    assert!(
+        s.perturbation[0] > s.perturbation[1] && s.perturbation[1] > s.perturbation[2],
+        "{:?}",
+        s.perturbation
+    );
+    let one = Tensor::<1>::zeros([0], &device);
+    let e = firebox_quant::hawq::activation_sensitivity("h", one, 1.0, &spec, &[8])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`h`"), "{e}");
+}

@@ -144,6 +144,46 @@ where
     sum / probes as f64
 }
 
+/// The sensitivity of an activation for HAWQ-V2's allocation (§3.4): `trace` is its Hessian
+/// trace over the batch `activation` (from [`activation_trace`]), averaged per element; the
+/// perturbations are `‖Q_b(a) − a‖²` over that batch for each candidate width under `spec` (per
+/// tensor, calibrated on the batch by `spec.clipping`). The "size" of an activation is its
+/// elements per sample (`n_params` = numel / batch, the first axis), so a budget is activation
+/// bits per sample. Errors name the activation (a bad scheme for a width, an empty batch).
+pub fn activation_sensitivity<const D: usize>(
+    name: &str,
+    activation: Tensor<D>,
+    trace: f64,
+    spec: &QuantSpec,
+    candidate_bits: &[u32],
+) -> Result<LayerSensitivity, QuantError> {
+    let dims = activation.dims();
+    let numel: usize = dims.iter().product();
+    if numel == 0 || D < 2 {
+        return Err(QuantError::Shape {
+            layer: name.to_string(),
+            message: format!("an activation batch needs a batch axis and elements, got {dims:?}"),
+        });
+    }
+    let flat: Tensor<2> = activation.detach().reshape([1, numel]);
+    let per_tensor = QuantSpec {
+        granularity: crate::spec::Granularity::PerTensor,
+        ..*spec
+    };
+    let mut perturbations = Vec::new();
+    for &bits in candidate_bits {
+        let s = per_tensor.with_bits(bits);
+        s.validate(name, &[1, numel])?;
+        perturbations.push(perturbation(flat.clone(), &s));
+    }
+    Ok(LayerSensitivity {
+        name: name.to_string(),
+        n_params: numel / dims[0],
+        avg_hessian_trace: trace / numel as f64,
+        perturbation: perturbations,
+    })
+}
+
 /// A HAWQ-V2 result: the sensitivities and the chosen allocation.
 #[derive(Clone, Debug)]
 pub struct HawqPlan {
