@@ -11,6 +11,7 @@
 //! | AdaBelief | [`adabelief`] | Zhuang et al. 2020, `adabelief-pytorch==0.2.1` |
 //! | Adan | [`adan`] (Burn's `AdanConfig`, re-exported) + [`clip`] + [`restart`] | Xie et al. 2022, sail-sg/Adan |
 //! | AdaGrad | Burn's `AdaGradConfig`; [`adagrad_init`] adds PyTorch's initial accumulator | Duchi et al. 2011 |
+//! | AdamW, fused | [`fused`] (one pass over flex's storage, Burn's `AdamW` elsewhere) | Loshchilov & Hutter 2019 |
 //!
 //! Whole-module optimizers (they need more than one tensor's gradient: Hessian estimates, a
 //! gradient window, a global norm), each with `step(lr, module, grads, …)` and
@@ -50,6 +51,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod curvature;
 pub mod diffgrad;
+pub mod fused;
 mod host;
 pub mod mfac;
 mod module_state;
