@@ -1,8 +1,12 @@
 //! Parity runner: replays fixture files recorded from the reference implementations.
 //!
 //! ```text
-//! cargo run --release --example parity -- [--device flex|ndarray|wgpu|...] FILE_OR_DIR...
+//! cargo run --release --example parity -- [--device flex|ndarray|wgpu|...] [--path auto|fallback] FILE_OR_DIR...
 //! ```
+//!
+//! `--path fallback` turns the fused optimizer steps off (`firebox::optim::fused::with_fallback`),
+//! so every optimizer runs as tensor ops; the last line counts the tensor steps that took each
+//! path, which shows whether the fused path ran.
 //!
 //! Prints one line per file, `<file> <subject> max_abs=<e> max_rel=<e> PASS|FAIL` or
 //! `<file> <subject> SKIP <reason>`, and exits with code 1 if any file fails (a malformed file is a
@@ -16,6 +20,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use firebox::device::parse_device;
 use firebox::fixtures::run_file;
+use firebox::optim::fused::{path_counts, with_fallback};
 
 /// Replay parity fixtures through firebox.
 #[derive(Parser)]
@@ -23,6 +28,9 @@ struct Args {
     /// Backend to run on (among those compiled in).
     #[arg(long, default_value = "flex")]
     device: String,
+    /// Optimizer step path: `auto` (fused where it applies) or `fallback` (tensor ops only).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "fallback"])]
+    path: String,
     /// Fixture files or directories of fixture files.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
@@ -63,8 +71,14 @@ fn main() -> ExitCode {
         }
     };
     let (mut pass, mut fail, mut skip) = (0, 0, 0);
+    let before = path_counts();
     for file in &files {
-        match run_file(file, &device) {
+        let outcome = if args.path == "fallback" {
+            with_fallback(|| run_file(file, &device))
+        } else {
+            run_file(file, &device)
+        };
+        match outcome {
             Ok(outcome) => {
                 println!("{} {outcome}", file.display());
                 match outcome.verdict() {
@@ -79,9 +93,10 @@ fn main() -> ExitCode {
             }
         }
     }
+    let steps = path_counts() - before;
     println!(
-        "parity ({}): {pass} PASS, {fail} FAIL, {skip} SKIP",
-        args.device
+        "parity ({}, path {}): {pass} PASS, {fail} FAIL, {skip} SKIP; optimizer tensor steps: {} fused, {} fallback",
+        args.device, args.path, steps.fused, steps.fallback
     );
     if fail > 0 {
         ExitCode::FAILURE

@@ -1,20 +1,23 @@
 //! Optimizers by name, for the examples and benches (`--optimizer adabelief`).
 //!
 //! Every per-tensor entry is a [`ModuleOptimizer`] built with its paper's reference defaults, plus
-//! a learning rate that trains the example models on the shipped digits data well. Burn's own
-//! `adam`, `adamw` and `sgd` are included as baselines. The whole-module optimizers (AdaHessian,
+//! a learning rate that trains the example models on the shipped digits data well. `adam`, `adamw`
+//! and `adan` are Burn's algorithms as firebox's fused drop-ins (the same numbers as Burn's, one
+//! fused loop per tensor on CPU backends; see [`crate::optim::fused`]), `adagrad` is firebox's
+//! AdaGrad (PyTorch's ε = 1e-10, fused on CPU backends) and `sgd` is Burn's, as a baseline. The whole-module optimizers (AdaHessian,
 //! Sophia-G/H, M-FAC, AdaGrad-Norm) are built by [`build_trainer`] as a [`TrainOptimizer`], which
 //! also covers the per-tensor ones.
 
-use burn::optim::{AdaGradConfig, AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig};
+use burn::optim::{ModuleOptimizer, SgdConfig};
 
 use crate::optim::adadagrad::{BatchSizeControllerConfig, BatchTest};
 use crate::optim::adagrad_norm::AdaGradNormConfig;
 use crate::optim::adagrad_norm::{Granularity, MatrixRows};
 use crate::optim::adahessian::AdaHessianConfig;
+use crate::optim::fused::{FusedAdamConfig, FusedAdamWConfig, FusedAdanConfig};
 use crate::optim::mfac::MfacConfig;
 use crate::optim::sophia::{SophiaGConfig, SophiaHConfig};
-use crate::optim::{AdaBeliefConfig, AdanConfig, DiffGradConfig};
+use crate::optim::{AdaBeliefConfig, AdaGradInitConfig, DiffGradConfig};
 use crate::trainer::{AdaptiveBatchTrainer, TrainOptimizer};
 
 /// One registry entry: name, default learning rate and constructor.
@@ -29,12 +32,12 @@ fn entries() -> Vec<Entry> {
         Entry {
             name: "adam",
             lr: 1e-2,
-            build: || AdamConfig::new().init(),
+            build: || FusedAdamConfig::new().init(),
         },
         Entry {
             name: "adamw",
             lr: 1e-2,
-            build: || AdamWConfig::new().init(),
+            build: || FusedAdamWConfig::new().init(),
         },
         Entry {
             name: "sgd",
@@ -48,12 +51,12 @@ fn entries() -> Vec<Entry> {
         Entry {
             name: "adagrad",
             lr: 5e-2,
-            build: || AdaGradConfig::new().with_epsilon(1e-10).init(),
+            build: || AdaGradInitConfig::new().init(),
         },
         Entry {
             name: "adan",
             lr: 2e-2,
-            build: || AdanConfig::new().init(),
+            build: || FusedAdanConfig::new().init(),
         },
         Entry {
             name: "diffgrad",

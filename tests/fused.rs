@@ -1,114 +1,323 @@
-//! The fused AdamW step (issue #8's first slice) against Burn's `AdamW`, on every backend: the
-//! same parameters and moments within f32 rounding, the fused path taken on flex and the
-//! fallback elsewhere, copy-on-write for shared parameters, the fallback for non-contiguous
-//! tensors, and a whole-module step through `ModuleOptimizer`. One test function, because the
-//! path counters are process-wide.
+//! Fused optimizer steps (issue #8), on every backend:
+//! - every fused optimizer against its own tensor-op path (`with_fallback`) on random data, within
+//!   f32 rounding, with the path counters showing the fused loop ran on flex and ndarray (and
+//!   not on wgpu), for a small tensor and one large enough to be split across threads;
+//! - the drop-ins against Burn's own `Adam`, `AdamW` and `Adan`, and firebox's AdaGrad against
+//!   Burn's `AdaGrad`;
+//! - copy-on-write for shared parameters, the fallback for non-contiguous tensors, and a whole
+//!   module through `ModuleOptimizer` on an autodiff device.
+//!
+//! The path counters are per thread, so the tests can run in parallel.
 
 mod common;
 
-use burn::optim::{AdamWConfig, AdamWState, GradientsParams, Optimizer};
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdaGradConfig, AdamConfig, AdamWConfig, AdanConfig, GradientsParams, Optimizer};
+use burn::tensor::{Device, Tensor};
+use firebox::device::BackendName;
 use firebox::models::{Mlp, MlpConfig};
-use firebox::optim::fused::{FusedAdamWConfig, path_counts};
+use firebox::optim::fused::{
+    FusedAdamConfig, FusedAdamWConfig, FusedAdanConfig, PathCounts, path_counts, with_fallback,
+};
+use firebox::optim::{AdaBeliefConfig, AdaGradInitConfig, DiffGradConfig};
+
+const STEPS: usize = 6;
 
 fn max_rel(a: Tensor<2>, b: Tensor<2>) -> f32 {
     let scale = b.clone().abs().max().into_scalar::<f32>().max(1e-12);
     (a - b).abs().max().into_scalar::<f32>() / scale
 }
 
-/// `steps` steps of `optim` on a fixed parameter and gradient stream.
-fn run<O>(optim: &O, device: &Device, steps: usize, transpose: bool) -> (Tensor<2>, AdamWState<2>)
-where
-    O: Optimizer<State<2> = AdamWState<2>>,
-{
-    device.seed(7);
-    let mut p = Tensor::<2>::random([33, 257], Distribution::Normal(0.0, 1.0), device);
+/// Deterministic pseudo-normal data (sum of 4 uniforms, centred and scaled), generated on the host
+/// so that tests running in parallel do not interleave draws from the device RNG.
+fn normal(shape: [usize; 2], seed: u64, std: f32, device: &Device) -> Tensor<2> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut uniform = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let values: Vec<f32> = (0..shape[0] * shape[1])
+        .map(|_| ((0..4).map(|_| uniform()).sum::<f32>() - 2.0) * std * 1.7)
+        .collect();
+    Tensor::from_data(burn::tensor::TensorData::new(values, shape), device)
+}
+
+/// `STEPS` steps of `optim` from a seeded parameter and gradient stream; the final parameter.
+fn run<O: Optimizer>(
+    optim: &O,
+    device: &Device,
+    shape: [usize; 2],
+    transpose: bool,
+    lr: f64,
+) -> Tensor<2> {
+    let mut p = normal(shape, 7, 1.0, device);
     if transpose {
         p = p.transpose();
     }
     let mut state = None;
-    for _ in 0..steps {
-        let g = Tensor::<2>::random(p.shape(), Distribution::Normal(0.0, 0.1), device);
-        let (next, s) = optim.step(1e-2, p, g, state);
+    for step in 0..STEPS {
+        let [rows, cols] = p.dims();
+        let g = normal([rows, cols], 100 + step as u64, 0.1, device);
+        let (next, s) = optim.step(lr, p, g, state);
         p = next;
         state = s;
     }
-    (p, state.expect("a state"))
+    p
 }
 
-#[test]
-fn fused_adamw_matches_burns_adamw_on_every_backend() {
-    let fused = FusedAdamWConfig::new().with_weight_decay(0.01).build();
-    let burn = AdamWConfig::new().with_weight_decay(0.01).build();
+/// Whether this backend has a fused path in this build.
+fn fuses(backend: BackendName) -> bool {
+    matches!(backend, BackendName::Flex | BackendName::Ndarray)
+}
+
+/// Runs `optim` on both paths and on a reference; checks agreement and the paths taken.
+fn check<O: Optimizer, R: Optimizer>(name: &str, optim: &O, reference: Option<&R>, lr: f64) {
     for (backend, device) in common::devices() {
-        for transpose in [false, true] {
+        // 7·129 elements (one chunk) and 300·450 = 135000 (split over threads).
+        for shape in [[67, 129], [300, 450]] {
             let before = path_counts();
-            let (p_fused, s_fused) = run(&fused, &device, 5, transpose);
-            let after = path_counts();
-            let (p_burn, s_burn) = run(&burn, &device, 5, transpose);
-            let err = max_rel(p_fused, p_burn);
-            let err_m = max_rel(s_fused.momentum.moment_1, s_burn.momentum.moment_1);
-            let err_v = max_rel(s_fused.momentum.moment_2, s_burn.momentum.moment_2);
-            assert!(
-                err < 1e-6 && err_m < 1e-6 && err_v < 1e-6,
-                "{backend} transpose={transpose}: rel errors {err}, {err_m}, {err_v}"
-            );
-            assert_eq!(s_fused.momentum.time, 5);
-            let fused_ran = after.0 - before.0;
-            let fallback_ran = after.1 - before.1;
-            // On flex a transposed (non-contiguous) parameter takes the fallback once; Burn's step
-            // returns a contiguous tensor, so the next four steps are fused.
-            let expected = match (backend.as_str(), transpose) {
-                ("flex", false) => (5, 0),
-                ("flex", true) => (4, 1),
-                _ => (0, 5),
+            let fused = run(optim, &device, shape, false, lr);
+            let ran = path_counts() - before;
+            let fallback = with_fallback(|| run(optim, &device, shape, false, lr));
+            let fallback_ran = path_counts() - before - ran;
+            let expected = if fuses(backend) {
+                PathCounts {
+                    fused: STEPS,
+                    fallback: 0,
+                    copied: 0,
+                }
+            } else {
+                PathCounts {
+                    fused: 0,
+                    fallback: STEPS,
+                    copied: 0,
+                }
             };
+            assert_eq!(ran, expected, "{name} on {backend} {shape:?}: paths");
             assert_eq!(
-                (fused_ran, fallback_ran),
-                expected,
-                "{backend} transpose={transpose}: paths (fused, fallback)"
+                fallback_ran,
+                PathCounts {
+                    fused: 0,
+                    fallback: STEPS,
+                    copied: 0,
+                },
+                "{name} on {backend}: with_fallback must force the tensor-op path"
             );
+            let err = max_rel(fused.clone(), fallback);
+            assert!(
+                err <= 2e-6,
+                "{name} on {backend} {shape:?}: fused vs tensor-op path, rel error {err:e}"
+            );
+            if let Some(reference) = reference {
+                let expected = run(reference, &device, shape, false, lr);
+                let err_ref = max_rel(fused, expected);
+                assert!(
+                    err_ref <= 2e-6,
+                    "{name} on {backend} {shape:?}: vs the reference, rel error {err_ref:e}"
+                );
+            }
             common::report(&format!(
-                "fused AdamW {backend} transpose={transpose}: max rel error {err:.1e}, fused steps {fused_ran}"
+                "[firebox tests] fused {name} {backend} {shape:?}: rel error to the tensor-op path {err:.1e}"
             ));
         }
     }
+}
 
-    // Copy-on-write: a parameter also held elsewhere is not changed behind its holder's back.
-    let device = Device::flex();
-    device.seed(3);
-    let p = Tensor::<2>::random([64, 64], Distribution::Default, &device);
-    let kept = p.clone();
-    let kept_values = kept.clone().into_data();
-    let g = Tensor::<2>::ones([64, 64], &device);
-    let (stepped, _) = fused.step(0.1, p, g, None);
-    assert_eq!(kept.into_data(), kept_values);
-    assert!(max_rel(stepped, Tensor::from_data(kept_values, &device)) > 1e-3);
+/// A stand-in type for `check`'s reference when there is none.
+type NoReference = burn::optim::Adam;
 
-    // A whole module through ModuleOptimizer on an autodiff device: same model as Burn's AdamW.
-    let device = Device::flex().autodiff();
-    device.seed(5);
-    let model: Mlp = MlpConfig::new(64).init(&device);
-    let x = Tensor::<2>::random([16, 64], Distribution::Default, &device);
-    let mut a = model.clone();
-    let mut b = model;
-    let mut opt_a = FusedAdamWConfig::new().init();
-    let mut opt_b = AdamWConfig::new().init();
-    let before = path_counts();
-    for _ in 0..3 {
-        let ga =
-            GradientsParams::from_grads(a.forward_flat(x.clone()).square().mean().backward(), &a);
-        a = opt_a.step(1e-2, a, ga);
-        let gb =
-            GradientsParams::from_grads(b.forward_flat(x.clone()).square().mean().backward(), &b);
-        b = opt_b.step(1e-2, b, gb);
+#[test]
+fn adam_and_adamw_fused_match_burns() {
+    let wd = || Some(WeightDecayConfig::new(0.01));
+    for amsgrad in [false, true] {
+        check(
+            &format!("Adam amsgrad={amsgrad}"),
+            &FusedAdamConfig::new()
+                .with_amsgrad(amsgrad)
+                .with_weight_decay(wd())
+                .build(),
+            Some(
+                &AdamConfig::new()
+                    .with_amsgrad(amsgrad)
+                    .with_weight_decay(wd())
+                    .build(),
+            ),
+            1e-2,
+        );
+        for cautious in [false, true] {
+            check(
+                &format!("AdamW amsgrad={amsgrad} cautious={cautious}"),
+                &FusedAdamWConfig::new()
+                    .with_weight_decay(0.05)
+                    .with_amsgrad(amsgrad)
+                    .with_cautious_weight_decay(cautious)
+                    .build(),
+                Some(
+                    &AdamWConfig::new()
+                        .with_weight_decay(0.05)
+                        .with_amsgrad(amsgrad)
+                        .with_cautious_weight_decay(cautious)
+                        .build(),
+                ),
+                1e-2,
+            );
+        }
     }
-    let fused_ran = path_counts().0 - before.0;
-    assert_eq!(
-        fused_ran,
-        3 * 4,
-        "every parameter of the MLP (2 weights, 2 biases) fused"
+}
+
+#[test]
+fn adan_fused_matches_burns() {
+    for (wd, no_prox) in [(0.0, false), (0.02, false), (0.02, true)] {
+        check(
+            &format!("Adan wd={wd} no_prox={no_prox}"),
+            &FusedAdanConfig::new()
+                .with_weight_decay(wd)
+                .with_no_prox(no_prox)
+                .build(),
+            Some(
+                &AdanConfig::new()
+                    .with_weight_decay(wd)
+                    .with_no_prox(no_prox)
+                    .build(),
+            ),
+            1e-2,
+        );
+    }
+}
+
+#[test]
+fn firebox_optimizers_fused_match_their_tensor_op_path() {
+    for wd in [0.0, 0.01] {
+        check::<_, NoReference>(
+            &format!("diffGrad wd={wd}"),
+            &DiffGradConfig::new().with_weight_decay(wd).build(),
+            None,
+            1e-2,
+        );
+    }
+    let adabelief = [
+        AdaBeliefConfig::new(),
+        AdaBeliefConfig::new()
+            .with_weight_decay(0.01)
+            .with_weight_decouple(false),
+        AdaBeliefConfig::new()
+            .with_weight_decay(0.1)
+            .with_fixed_decay(true)
+            .with_amsgrad(true),
+        AdaBeliefConfig::new()
+            .with_rectify(false)
+            .with_amsgrad(true),
+        AdaBeliefConfig::new().with_degenerated_to_sgd(false),
+    ];
+    for (i, config) in adabelief.iter().enumerate() {
+        check::<_, NoReference>(&format!("AdaBelief #{i}"), &config.build(), None, 1e-2);
+    }
+    check::<_, NoReference>(
+        "AdaGrad (initial accumulator, L2, lr decay)",
+        &AdaGradInitConfig::new()
+            .with_initial_accumulator_value(0.1)
+            .with_weight_decay(0.01)
+            .with_lr_decay(0.01)
+            .build(),
+        None,
+        5e-2,
     );
-    let err = max_rel(a.hidden.weight.val(), b.hidden.weight.val());
-    assert!(err < 1e-6, "module step: rel error {err}");
+    // With the accumulator starting at 0, firebox's AdaGrad is Burn's.
+    check(
+        "AdaGrad = Burn's AdaGrad",
+        &AdaGradInitConfig::new().with_epsilon(1e-5).build(),
+        Some(&AdaGradConfig::new().with_epsilon(1e-5).build()),
+        5e-2,
+    );
+}
+
+#[test]
+fn non_contiguous_tensors_take_the_fallback_once() {
+    let optim = FusedAdamWConfig::new().build();
+    let burn = AdamWConfig::new().build();
+    for (backend, device) in common::devices() {
+        let before = path_counts();
+        let fused = run(&optim, &device, [33, 257], true, 1e-2);
+        let ran = path_counts() - before;
+        // The transposed parameter goes to the fallback on the first step. Flex's tensor-op step
+        // returns a contiguous tensor, so its later steps are fused; ndarray's keeps the
+        // transposed layout, so every step falls back.
+        let expected = if backend == BackendName::Flex {
+            (STEPS - 1, 1)
+        } else {
+            (0, STEPS)
+        };
+        assert_eq!((ran.fused, ran.fallback), expected, "{backend}: paths");
+        let err = max_rel(fused, run(&burn, &device, [33, 257], true, 1e-2));
+        assert!(err <= 2e-6, "{backend}: transposed, rel error {err:e}");
+    }
+}
+
+#[test]
+fn a_shared_parameter_is_copied_not_changed() {
+    type FirstStep = Box<dyn Fn(Tensor<2>, Tensor<2>) -> Tensor<2>>;
+    let optims: [(&str, FirstStep); 2] = [
+        (
+            "AdamW",
+            Box::new(|p, g| FusedAdamWConfig::new().build().step(0.1, p, g, None).0),
+        ),
+        (
+            "diffGrad",
+            Box::new(|p, g| DiffGradConfig::new().build().step(0.1, p, g, None).0),
+        ),
+    ];
+    for (backend, device) in common::devices() {
+        for (name, step) in &optims {
+            let p = normal([64, 64], 3, 1.0, &device);
+            let kept = p.clone();
+            let kept_values = kept.clone().into_data();
+            let g = Tensor::<2>::ones([64, 64], &device);
+            let before = path_counts();
+            let stepped = step(p, g);
+            let ran = path_counts() - before;
+            assert_eq!(ran.fused, usize::from(fuses(backend)), "{name} {backend}");
+            // Only the shared parameter is copied (the states are new).
+            assert_eq!(ran.copied, usize::from(fuses(backend)), "{name} {backend}");
+            assert_eq!(
+                kept.into_data(),
+                kept_values,
+                "{name} on {backend}: the other holder's tensor changed"
+            );
+            assert!(max_rel(stepped, Tensor::from_data(kept_values, &device)) > 1e-3);
+        }
+    }
+}
+
+#[test]
+fn module_optimizer_steps_fused_on_an_autodiff_device() {
+    for (backend, device) in common::devices() {
+        let device = device.autodiff();
+        let model: Mlp = MlpConfig::new(64).init(&device);
+        let x = normal([16, 64], 11, 1.0, &device);
+        let mut a = model.clone();
+        let mut b = model;
+        let mut opt_a = FusedAdamWConfig::new().init();
+        let mut opt_b = AdamWConfig::new().init();
+        let before = path_counts();
+        for _ in 0..3 {
+            let loss = a.forward_flat(x.clone()).square().mean();
+            let ga = GradientsParams::from_grads(loss.backward(), &a);
+            a = opt_a.step(1e-2, a, ga);
+            let loss = b.forward_flat(x.clone()).square().mean();
+            let gb = GradientsParams::from_grads(loss.backward(), &b);
+            b = opt_b.step(1e-2, b, gb);
+        }
+        let ran = path_counts() - before;
+        // 2 weights and 2 biases per step.
+        let expected = if fuses(backend) { 3 * 4 } else { 0 };
+        assert_eq!(ran.fused, expected, "{backend}: fused parameter steps");
+        // `a` starts as a clone of `b`: its 4 parameters are copied on the first step only;
+        // after that every buffer is owned by the optimizer step alone.
+        let expected = if fuses(backend) { 4 } else { 0 };
+        assert_eq!(ran.copied, expected, "{backend}: copied buffers");
+        let err = max_rel(a.hidden.weight.val(), b.hidden.weight.val());
+        assert!(err <= 1e-6, "{backend}: module step, rel error {err:e}");
+    }
 }

@@ -8,8 +8,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use firebox::device::BackendName;
 use firebox::fixtures::optim::PENDING;
 use firebox::fixtures::{Outcome, run_file};
+use firebox::optim::fused::{path_counts, with_fallback};
 
 fn fixture_files(dir: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
@@ -59,17 +61,42 @@ fn replay_all(dir: &str, expected: impl Fn(&str, &str, &Outcome) -> bool) -> usi
     passed
 }
 
+/// Every optimizer fixture passes on every backend, on the fused path where it applies (flex,
+/// ndarray) and with the fused path turned off (tensor ops only).
 #[test]
-fn optimizer_fixtures_pass_on_every_backend() {
-    let passed = replay_all("tests/fixtures/optim", |key, file_name, outcome| {
-        let expected_skip = PENDING.contains(&key) || KNOWN_SKIPS.contains(&file_name);
-        match outcome {
-            Outcome::Pass { .. } => !expected_skip,
-            Outcome::Skip { .. } => expected_skip,
-            Outcome::Fail { .. } => false,
-        }
-    });
+fn optimizer_fixtures_pass_on_every_backend_and_both_paths() {
+    let replay = || {
+        replay_all("tests/fixtures/optim", |key, file_name, outcome| {
+            let expected_skip = PENDING.contains(&key) || KNOWN_SKIPS.contains(&file_name);
+            match outcome {
+                Outcome::Pass { .. } => !expected_skip,
+                Outcome::Skip { .. } => expected_skip,
+                Outcome::Fail { .. } => false,
+            }
+        })
+    };
+    let before = path_counts();
+    let passed = replay();
+    let auto = path_counts() - before;
     assert!(passed >= 30, "only {passed} fixture replays passed");
+    let passed_fallback = with_fallback(replay);
+    let fallback = path_counts() - before - auto;
+    assert_eq!(
+        passed_fallback, passed,
+        "the tensor-op path passes fewer fixtures"
+    );
+    let cpu = common::devices()
+        .iter()
+        .any(|(b, _)| matches!(b, BackendName::Flex | BackendName::Ndarray));
+    assert!(
+        !cpu || auto.fused > 0,
+        "the fused path never ran on a CPU backend: {auto:?}"
+    );
+    assert_eq!(fallback.fused, 0, "with_fallback still ran fused steps");
+    assert!(fallback.fallback > 0);
+    common::report(&format!(
+        "[firebox tests] optimizer fixtures: {passed} PASS per path; tensor steps {auto:?} (auto), {fallback:?} (fallback)"
+    ));
 }
 
 /// Every sampler fixture (diffusers, research and oracle files) must PASS on every backend.

@@ -31,6 +31,7 @@ use burn::optim::{LearningRate, Optimizer};
 use burn::tensor::{Device, Tensor};
 
 use crate::RecordState;
+use crate::fused::{Fused, StepInputs, try_step};
 use crate::validate::{Check, InvalidConfig, assert_finite_lr, config_constructors};
 
 /// Configuration of [`AdaBelief`]; defaults are those of `adabelief-pytorch==0.2.1`.
@@ -118,6 +119,7 @@ pub struct AdaBeliefState<const D: usize> {
 }
 
 /// How the parameter moves on a given step, decided on the host from t alone.
+#[derive(Clone, Copy)]
 enum StepKind {
     /// `θ −= size · m / (sqrt(s)·denom_scale + eps)`.
     Adaptive { size: f64, denom_scale: f64 },
@@ -154,19 +156,56 @@ impl AdaBelief {
             StepKind::Skip
         }
     }
-}
+    /// One element of the step, the tensor-op path's f32 operations in the same order. Branch
+    /// free, so that the loop vectorises: the options the tensor path decides by branching become
+    /// factors that leave the value unchanged exactly (`θ·1`, `g + θ·0`, `θ − x·0`).
+    fn fused_update(
+        &self,
+        lr: LearningRate,
+        kind: StepKind,
+    ) -> impl Fn(&mut f32, f32, &mut f32, &mut f32, Option<&mut f32>) + Sync + Copy {
+        let (b1, b2) = (self.beta_1 as f32, self.beta_2 as f32);
+        let (f1, f2) = ((1.0 - self.beta_1) as f32, (1.0 - self.beta_2) as f32);
+        let eps = self.epsilon as f32;
+        // Decoupled decay scales θ; coupled L2 adds wd·θ to g.
+        let (theta_scale, coupled) = match (self.weight_decay != 0.0, self.weight_decouple) {
+            (false, _) => (1.0, 0.0),
+            (true, true) if self.fixed_decay => ((1.0 - self.weight_decay) as f32, 0.0),
+            (true, true) => ((1.0 - lr * self.weight_decay) as f32, 0.0),
+            (true, false) => (1.0, self.weight_decay as f32),
+        };
+        let (adaptive_size, denom_scale, sgd_size) = match kind {
+            StepKind::Adaptive { size, denom_scale } => (size as f32, denom_scale as f32, 0.0),
+            StepKind::Sgd { size } => (0.0, 1.0, size as f32),
+            StepKind::Skip => (0.0, 1.0, 0.0),
+        };
+        let max_in_denominator = !self.rectify;
+        move |p: &mut f32, g: f32, m: &mut f32, s: &mut f32, max: Option<&mut f32>| {
+            let theta = *p;
+            let g = g + theta * coupled;
+            *m = *m * b1 + g * f1;
+            let belief = (g - *m) * (g - *m);
+            *s = (*s * b2 + belief * f2) + eps;
+            let s_used = match max {
+                Some(max) => {
+                    *max = max.max(*s);
+                    if max_in_denominator { *max } else { *s }
+                }
+                None => *s,
+            };
+            let denom = s_used.sqrt() * denom_scale + eps;
+            *p = theta * theta_scale - (*m / denom) * adaptive_size - *m * sgd_size;
+        }
+    }
 
-impl Optimizer for AdaBelief {
-    type State<const D: usize> = AdaBeliefState<D>;
-
-    fn step<const D: usize>(
+    /// The tensor-op step (every backend).
+    fn tensor_step<const D: usize>(
         &self,
         lr: LearningRate,
         tensor: Tensor<D>,
         grad: Tensor<D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
-        assert_finite_lr("AdaBelief", lr);
+        state: Option<AdaBeliefState<D>>,
+    ) -> (Tensor<D>, Option<AdaBeliefState<D>>) {
         let (tensor, grad) = match (self.weight_decay != 0.0, self.weight_decouple) {
             (false, _) => (tensor, grad),
             (true, true) => {
@@ -217,6 +256,74 @@ impl Optimizer for AdaBelief {
             max_exp_avg_var,
         };
         (tensor, Some(state))
+    }
+}
+
+impl Optimizer for AdaBelief {
+    type State<const D: usize> = AdaBeliefState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        assert_finite_lr("AdaBelief", lr);
+        let time = state.as_ref().map_or(0, |s| s.time) + 1;
+        let (exp_avg, exp_avg_var, max_exp_avg_var) = match state {
+            Some(s) => (Some(s.exp_avg), Some(s.exp_avg_var), s.max_exp_avg_var),
+            None => (None, None, None),
+        };
+        let kind = self.step_kind(lr, time);
+        let rebuild = |time, [m, s]: [Option<Tensor<D>>; 2], max| match (m, s) {
+            (Some(exp_avg), Some(exp_avg_var)) => Some(AdaBeliefState {
+                time,
+                exp_avg,
+                exp_avg_var,
+                max_exp_avg_var: max,
+            }),
+            _ => None,
+        };
+        if self.amsgrad {
+            let inputs = StepInputs {
+                param: tensor,
+                reads: [grad],
+                states: [exp_avg, exp_avg_var, max_exp_avg_var],
+            };
+            let element = self.fused_update(lr, kind);
+            let update = move |p: &mut f32, [g]: [f32; 1], [m, s, max]: &mut [f32; 3]| {
+                element(p, g, m, s, Some(max))
+            };
+            match try_step(inputs, [0.0, 0.0, f32::NEG_INFINITY], &update) {
+                Fused::Done(tensor, [m, s, max]) => {
+                    (tensor, rebuild(time, [Some(m), Some(s)], Some(max)))
+                }
+                Fused::Declined(back) => {
+                    let [grad] = back.reads;
+                    let [m, s, max] = back.states;
+                    let state = rebuild(time - 1, [m, s], max);
+                    self.tensor_step(lr, back.param, grad, state)
+                }
+            }
+        } else {
+            let inputs = StepInputs {
+                param: tensor,
+                reads: [grad],
+                states: [exp_avg, exp_avg_var],
+            };
+            let element = self.fused_update(lr, kind);
+            let update =
+                move |p: &mut f32, [g]: [f32; 1], [m, s]: &mut [f32; 2]| element(p, g, m, s, None);
+            match try_step(inputs, [0.0, 0.0], &update) {
+                Fused::Done(tensor, [m, s]) => (tensor, rebuild(time, [Some(m), Some(s)], None)),
+                Fused::Declined(back) => {
+                    let [grad] = back.reads;
+                    let state = rebuild(time - 1, back.states, max_exp_avg_var);
+                    self.tensor_step(lr, back.param, grad, state)
+                }
+            }
+        }
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {

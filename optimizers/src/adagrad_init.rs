@@ -21,6 +21,7 @@ use burn::optim::{LearningRate, Optimizer};
 use burn::tensor::{Device, Tensor};
 
 use crate::RecordState;
+use crate::fused::{Fused, StepInputs, try_step};
 use crate::validate::{Check, InvalidConfig, assert_finite_lr, config_constructors};
 
 /// Configuration of [`AdaGradInit`]; defaults are those of `torch.optim.Adagrad`.
@@ -80,17 +81,15 @@ pub struct AdaGradInitState<const D: usize> {
     pub sum: Tensor<D>,
 }
 
-impl Optimizer for AdaGradInit {
-    type State<const D: usize> = AdaGradInitState<D>;
-
-    fn step<const D: usize>(
+impl AdaGradInit {
+    /// The tensor-op step (every backend).
+    fn tensor_step<const D: usize>(
         &self,
         lr: LearningRate,
         tensor: Tensor<D>,
         grad: Tensor<D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
-        assert_finite_lr("AdaGrad", lr);
+        state: Option<AdaGradInitState<D>>,
+    ) -> (Tensor<D>, Option<AdaGradInitState<D>>) {
         let grad = if self.weight_decay != 0.0 {
             grad + tensor.clone().mul_scalar(self.weight_decay)
         } else {
@@ -109,6 +108,51 @@ impl Optimizer for AdaGradInit {
         let update = grad / sum.clone().sqrt().add_scalar(self.epsilon);
         let tensor = tensor - update.mul_scalar(clr);
         (tensor, Some(AdaGradInitState { time, sum }))
+    }
+}
+
+impl Optimizer for AdaGradInit {
+    type State<const D: usize> = AdaGradInitState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        assert_finite_lr("AdaGrad", lr);
+        let (time, sum) = match state {
+            Some(s) => (s.time + 1, Some(s.sum)),
+            None => (1, None),
+        };
+        let clr = (lr / (1.0 + (time as f64 - 1.0) * self.lr_decay)) as f32;
+        let (eps, wd) = (self.epsilon as f32, self.weight_decay as f32);
+        let decays = self.weight_decay != 0.0;
+        // G starts at the initial accumulator value: `G₀ + g²` is the tensor path's `g² + G₀`.
+        let update = move |p: &mut f32, [g]: [f32; 1], [sum]: &mut [f32; 1]| {
+            let g = if decays { g + *p * wd } else { g };
+            *sum += g * g;
+            *p -= g / (sum.sqrt() + eps) * clr;
+        };
+        let inputs = StepInputs {
+            param: tensor,
+            reads: [grad],
+            states: [sum],
+        };
+        let init = [self.initial_accumulator_value as f32];
+        match try_step(inputs, init, &update) {
+            Fused::Done(tensor, [sum]) => (tensor, Some(AdaGradInitState { time, sum })),
+            Fused::Declined(back) => {
+                let [grad] = back.reads;
+                let [sum] = back.states;
+                let state = sum.map(|sum| AdaGradInitState {
+                    time: time - 1,
+                    sum,
+                });
+                self.tensor_step(lr, back.param, grad, state)
+            }
+        }
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {

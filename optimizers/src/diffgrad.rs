@@ -19,12 +19,18 @@
 //! Departure from the paper, kept for parity with the reference: `eps` is added to the
 //! *uncorrected* `sqrt(v)` (the PyTorch-legacy placement), i.e. the paper's ε becomes
 //! `eps/sqrt(1−β2^t)`. Scalars (bias corrections, step size) are computed on the host in f64.
+//!
+//! On flex and ndarray the step runs as one fused loop ([`fused`](crate::fused)) with the same
+//! f32 operations in the same order (its `exp` is within 2 ulp of the backend's); elsewhere as
+//! tensor ops.
 
 use burn::config::Config;
 use burn::optim::{LearningRate, Optimizer};
 use burn::tensor::{Device, Tensor};
 
 use crate::RecordState;
+use crate::fused::math::exp_nonpositive;
+use crate::fused::{Fused, StepInputs, try_step};
 use crate::validate::{Check, InvalidConfig, assert_finite_lr, config_constructors};
 
 /// Configuration of [`DiffGrad`]; defaults are those of the official `diffGrad_v2.py`.
@@ -85,17 +91,44 @@ pub struct DiffGradState<const D: usize> {
     pub previous_grad: Tensor<D>,
 }
 
-impl Optimizer for DiffGrad {
-    type State<const D: usize> = DiffGradState<D>;
+impl DiffGrad {
+    /// The step size `lr·√(1−β2ᵗ)/(1−β1ᵗ)`, on the host in f64.
+    fn step_size(&self, lr: LearningRate, time: usize) -> f64 {
+        let t = time as i32;
+        lr * (1.0 - self.beta_2.powi(t)).sqrt() / (1.0 - self.beta_1.powi(t))
+    }
 
-    fn step<const D: usize>(
+    /// One element of the step, the tensor-op path's f32 operations in the same order
+    /// (`[m, v, g_prev]`).
+    fn fused_update(
+        &self,
+        lr: LearningRate,
+        time: usize,
+    ) -> impl Fn(&mut f32, [f32; 1], &mut [f32; 3]) + Sync + Copy {
+        let (b1, b2) = (self.beta_1 as f32, self.beta_2 as f32);
+        let (f1, f2) = ((1.0 - self.beta_1) as f32, (1.0 - self.beta_2) as f32);
+        let (eps, wd) = (self.epsilon as f32, self.weight_decay as f32);
+        let decays = self.weight_decay != 0.0;
+        let step_size = self.step_size(lr, time) as f32;
+        move |p: &mut f32, [g]: [f32; 1], [m, v, prev]: &mut [f32; 3]| {
+            let g = if decays { g + *p * wd } else { g };
+            *m = *m * b1 + g * f1;
+            *v = *v * b2 + g * g * f2;
+            // exp as arithmetic (within 2 ulp of libm's) so the loop vectorises.
+            let friction = 1.0 / (exp_nonpositive(-(*prev - g).abs()) + 1.0);
+            *prev = g;
+            *p -= (*m * friction) / (v.sqrt() + eps) * step_size;
+        }
+    }
+
+    /// The tensor-op step (every backend).
+    fn tensor_step<const D: usize>(
         &self,
         lr: LearningRate,
         tensor: Tensor<D>,
         grad: Tensor<D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
-        assert_finite_lr("diffGrad", lr);
+        state: Option<DiffGradState<D>>,
+    ) -> (Tensor<D>, Option<DiffGradState<D>>) {
         let grad = if self.weight_decay != 0.0 {
             grad + tensor.clone().mul_scalar(self.weight_decay)
         } else {
@@ -116,8 +149,7 @@ impl Optimizer for DiffGrad {
             .exp()
             .add_scalar(1.0)
             .recip();
-        let t = time as i32;
-        let step_size = lr * (1.0 - self.beta_2.powi(t)).sqrt() / (1.0 - self.beta_1.powi(t));
+        let step_size = self.step_size(lr, time);
         let update =
             exp_avg.clone() * friction / exp_avg_sq.clone().sqrt().add_scalar(self.epsilon);
         let tensor = tensor - update.mul_scalar(step_size);
@@ -128,6 +160,54 @@ impl Optimizer for DiffGrad {
             previous_grad: grad,
         };
         (tensor, Some(state))
+    }
+}
+
+impl Optimizer for DiffGrad {
+    type State<const D: usize> = DiffGradState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        assert_finite_lr("diffGrad", lr);
+        let time = state.as_ref().map_or(0, |s| s.time) + 1;
+        let states = match state {
+            Some(s) => [s.exp_avg, s.exp_avg_sq, s.previous_grad].map(Some),
+            None => [None, None, None],
+        };
+        let inputs = StepInputs {
+            param: tensor,
+            reads: [grad],
+            states,
+        };
+        match try_step(inputs, [0.0; 3], &self.fused_update(lr, time)) {
+            Fused::Done(tensor, [exp_avg, exp_avg_sq, previous_grad]) => {
+                let state = DiffGradState {
+                    time,
+                    exp_avg,
+                    exp_avg_sq,
+                    previous_grad,
+                };
+                (tensor, Some(state))
+            }
+            Fused::Declined(back) => {
+                let [grad] = back.reads;
+                let state = match back.states {
+                    [Some(exp_avg), Some(exp_avg_sq), Some(previous_grad)] => Some(DiffGradState {
+                        time: time - 1,
+                        exp_avg,
+                        exp_avg_sq,
+                        previous_grad,
+                    }),
+                    _ => None,
+                };
+                self.tensor_step(lr, back.param, grad, state)
+            }
+        }
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {

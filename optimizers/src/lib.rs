@@ -11,7 +11,13 @@
 //! | AdaBelief | [`adabelief`] | Zhuang et al. 2020, `adabelief-pytorch==0.2.1` |
 //! | Adan | [`adan`] (Burn's `AdanConfig`, re-exported) + [`clip`] + [`restart`] | Xie et al. 2022, sail-sg/Adan |
 //! | AdaGrad | Burn's `AdaGradConfig`; [`adagrad_init`] adds PyTorch's initial accumulator | Duchi et al. 2011 |
-//! | AdamW, fused | [`fused`] (one pass over flex's storage, Burn's `AdamW` elsewhere) | Loshchilov & Hutter 2019 |
+//! | Adam, AdamW, Adan as drop-ins for Burn's | [`fused`] (`FusedAdamConfig`, `FusedAdamWConfig`, `FusedAdanConfig`: Burn's fields, defaults and state types) | Kingma & Ba 2015; Loshchilov & Hutter 2019; Xie et al. 2022 |
+//!
+//! diffGrad, AdaBelief, `AdaGradInit` and the three drop-ins run their update as one fused loop
+//! over the raw buffers on the CPU backends (flex, ndarray), with rayon across chunks, and as
+//! tensor ops elsewhere, with the same numbers; see [`fused`]. (Burn's own `AdaGrad` and `Adan`,
+//! re-exported here, keep Burn's tensor-op step; `AdaGradInitConfig` with its default
+//! accumulator 0 is the fused AdaGrad.)
 //!
 //! Whole-module optimizers (they need more than one tensor's gradient: Hessian estimates, a
 //! gradient window, a global norm), each with `step(lr, module, grads, …)` and

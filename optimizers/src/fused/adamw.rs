@@ -1,14 +1,32 @@
-//! AdamW with a fused flex step (Loshchilov & Hutter 2019, Algorithm 2; Burn's `AdamW` update,
-//! operation for operation in f32).
+//! Adam and AdamW as drop-ins for Burn's, with a fused step.
+//!
+//! Kingma & Ba 2015 (*Adam*, Algorithm 1) and Loshchilov & Hutter 2019 (*Decoupled Weight Decay
+//! Regularization*, Algorithm 2), computed exactly as Burn 0.22.1's `Adam` and `AdamW` compute
+//! them: the same f32 operations in the same order, so the fused loop and Burn's tensor ops give
+//! the same bits on flex and ndarray. The two differ in Burn (and here) beyond weight decay:
+//!
+//! ```text
+//! Adam:   g = g + wd·θ (coupled, optional)
+//!         m = β1·m + (1−β1)·g,   v = β2·v + (1−β2)·g²,   [v̂max = max(v̂max, v)]
+//!         θ = θ − lr · (m·√(1−β2ᵗ)/(1−β1ᵗ)) / (√v + ε·√(1−β2ᵗ))
+//! AdamW:  m, v as above (no coupled decay)
+//!         θ = θ·(1 − lr·wd) − lr · (m/(1−β1ᵗ)) / (√(v/(1−β2ᵗ)) + ε)
+//!         (cautious: the decay is skipped where θ and m differ in sign)
+//! ```
 
 use burn::config::Config;
-use burn::optim::{AdamW, AdamWConfig, AdamWState, LearningRate, Optimizer};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{
+    Adam, AdamConfig, AdamState, AdamW, AdamWConfig, AdamWState, AdaptiveMomentumState,
+    LearningRate, ModuleOptimizer, Optimizer,
+};
 use burn::tensor::{Device, Tensor};
 
-use super::count;
+use super::{Fused, StepInputs, try_step};
 
-/// [`FusedAdamW`]'s configuration: Burn's `AdamWConfig` fields and defaults (β = 0.9 / 0.999,
-/// ε = 1e-5, weight decay 1e-4). AMSGrad and cautious weight decay run on Burn's path.
+/// [`FusedAdamW`]'s configuration: the fields and defaults of Burn's `AdamWConfig` (β = 0.9 /
+/// 0.999, ε = 1e-5, weight decay 1e-4).
 #[derive(Config, Debug)]
 pub struct FusedAdamWConfig {
     /// β1.
@@ -23,16 +41,19 @@ pub struct FusedAdamWConfig {
     /// Decoupled weight decay (`θ ← θ·(1 − lr·wd)`).
     #[config(default = 1e-4)]
     pub weight_decay: f32,
-    /// AMSGrad (Burn's path).
-    #[config(default = false)]
-    pub amsgrad: bool,
-    /// Cautious weight decay (Burn's path).
+    /// Cautious weight decay (Chen et al. 2025, arXiv:2510.12402): no decay where θ and m differ
+    /// in sign.
     #[config(default = false)]
     pub cautious_weight_decay: bool,
+    /// AMSGrad: the running maximum of v in the denominator.
+    #[config(default = false)]
+    pub amsgrad: bool,
+    /// Per-tensor gradient clipping applied by the `ModuleOptimizer` (Burn's).
+    pub grad_clipping: Option<GradientClippingConfig>,
 }
 
 impl FusedAdamWConfig {
-    /// The optimizer.
+    /// The per-tensor optimizer.
     pub fn build(&self) -> FusedAdamW {
         let burn = AdamWConfig::new()
             .with_beta_1(self.beta_1)
@@ -48,17 +69,188 @@ impl FusedAdamWConfig {
         }
     }
 
-    /// A `ModuleOptimizer` over a whole module.
-    pub fn init(&self) -> burn::optim::ModuleOptimizer {
-        burn::optim::ModuleOptimizer::from(self.build())
+    /// A `ModuleOptimizer` over a whole module, with the configured gradient clipping.
+    pub fn init(&self) -> ModuleOptimizer {
+        with_clipping(ModuleOptimizer::from(self.build()), &self.grad_clipping)
     }
 }
 
-/// AdamW with a fused step on flex (see the [module docs](super)).
+/// [`FusedAdam`]'s configuration: the fields and defaults of Burn's `AdamConfig` (β = 0.9 / 0.999,
+/// ε = 1e-5, no weight decay).
+#[derive(Config, Debug)]
+pub struct FusedAdamConfig {
+    /// β1.
+    #[config(default = 0.9)]
+    pub beta_1: f32,
+    /// β2.
+    #[config(default = 0.999)]
+    pub beta_2: f32,
+    /// ε, scaled by `√(1−β2ᵗ)` as in Burn.
+    #[config(default = 1e-5)]
+    pub epsilon: f32,
+    /// AMSGrad: the running maximum of v in the denominator.
+    #[config(default = false)]
+    pub amsgrad: bool,
+    /// Coupled L2 penalty added to the gradient.
+    pub weight_decay: Option<WeightDecayConfig>,
+    /// Per-tensor gradient clipping applied by the `ModuleOptimizer` (Burn's).
+    pub grad_clipping: Option<GradientClippingConfig>,
+}
+
+impl FusedAdamConfig {
+    /// The per-tensor optimizer.
+    pub fn build(&self) -> FusedAdam {
+        let burn = AdamConfig::new()
+            .with_beta_1(self.beta_1)
+            .with_beta_2(self.beta_2)
+            .with_epsilon(self.epsilon)
+            .with_amsgrad(self.amsgrad)
+            .with_weight_decay(self.weight_decay.clone())
+            .build();
+        FusedAdam {
+            config: self.clone(),
+            fallback: burn,
+        }
+    }
+
+    /// A `ModuleOptimizer` over a whole module, with the configured gradient clipping.
+    pub fn init(&self) -> ModuleOptimizer {
+        with_clipping(ModuleOptimizer::from(self.build()), &self.grad_clipping)
+    }
+}
+
+pub(super) fn with_clipping(
+    optim: ModuleOptimizer,
+    clipping: &Option<GradientClippingConfig>,
+) -> ModuleOptimizer {
+    match clipping {
+        Some(config) => optim.with_grad_clipping(config.init()),
+        None => optim,
+    }
+}
+
+/// AdamW with a fused step; see the [module docs](self) and [`fused`](super).
 #[derive(Clone)]
 pub struct FusedAdamW {
     config: FusedAdamWConfig,
     fallback: AdamW,
+}
+
+/// Adam with a fused step; see the [module docs](self) and [`fused`](super).
+#[derive(Clone)]
+pub struct FusedAdam {
+    config: FusedAdamConfig,
+    fallback: Adam,
+}
+
+/// Step constants, in the precision Burn uses for each.
+#[derive(Clone, Copy)]
+struct Constants {
+    beta_1: f32,
+    beta_2: f32,
+    factor_1: f32,
+    factor_2: f32,
+}
+
+impl Constants {
+    fn new(beta_1: f32, beta_2: f32) -> Self {
+        Self {
+            beta_1,
+            beta_2,
+            factor_1: 1.0 - beta_1,
+            factor_2: 1.0 - beta_2,
+        }
+    }
+
+    /// The moment updates shared by Adam and AdamW; returns the v used in the denominator.
+    #[inline(always)]
+    fn moments(&self, g: f32, m: &mut f32, v: &mut f32, v_max: Option<&mut f32>) -> f32 {
+        *m = *m * self.beta_1 + g * self.factor_1;
+        *v = *v * self.beta_2 + g * g * self.factor_2;
+        match v_max {
+            Some(max) => {
+                *max = max.max(*v);
+                *max
+            }
+            None => *v,
+        }
+    }
+}
+
+/// The moment state as the fused loop sees it: `[m, v]` or `[m, v, v_max]`.
+fn split<const D: usize>(
+    state: Option<AdaptiveMomentumState<D>>,
+) -> (usize, [Option<Tensor<D>>; 3]) {
+    match state {
+        Some(s) => (s.time, [Some(s.moment_1), Some(s.moment_2), s.max_moment_2]),
+        None => (0, [None, None, None]),
+    }
+}
+
+fn join<const D: usize>(
+    time: usize,
+    [m, v, max]: [Option<Tensor<D>>; 3],
+) -> Option<AdaptiveMomentumState<D>> {
+    match (m, v) {
+        (Some(moment_1), Some(moment_2)) => Some(AdaptiveMomentumState {
+            time,
+            moment_1,
+            moment_2,
+            max_moment_2: max,
+        }),
+        _ => None,
+    }
+}
+
+/// The inputs handed back when the fused path does not apply.
+type Declined<const D: usize> = (Tensor<D>, Tensor<D>, Option<AdaptiveMomentumState<D>>);
+
+/// Runs `update` fused with `[m, v]` (or `[m, v, v_max]` with AMSGrad) as state; `Err` hands the
+/// inputs back with the state rebuilt.
+fn fused_moments<const D: usize>(
+    amsgrad: bool,
+    tensor: Tensor<D>,
+    grad: Tensor<D>,
+    state: Option<AdaptiveMomentumState<D>>,
+    update2: impl Fn(&mut f32, f32, &mut f32, &mut f32, Option<&mut f32>) + Sync + Copy,
+) -> Result<(Tensor<D>, AdaptiveMomentumState<D>), Box<Declined<D>>> {
+    let (time, [m, v, max]) = split(state);
+    let time = time + 1;
+    if amsgrad {
+        let inputs = StepInputs {
+            param: tensor,
+            reads: [grad],
+            states: [m, v, max],
+        };
+        let update = move |p: &mut f32, [g]: [f32; 1], [m, v, mx]: &mut [f32; 3]| {
+            update2(p, g, m, v, Some(mx))
+        };
+        match try_step(inputs, [0.0, 0.0, f32::NEG_INFINITY], &update) {
+            Fused::Done(p, [m, v, mx]) => {
+                Ok((p, join(time, [Some(m), Some(v), Some(mx)]).expect("m, v")))
+            }
+            Fused::Declined(back) => {
+                let [g] = back.reads;
+                Err(Box::new((back.param, g, join(time - 1, back.states))))
+            }
+        }
+    } else {
+        let inputs = StepInputs {
+            param: tensor,
+            reads: [grad],
+            states: [m, v],
+        };
+        let update =
+            move |p: &mut f32, [g]: [f32; 1], [m, v]: &mut [f32; 2]| update2(p, g, m, v, None);
+        match try_step(inputs, [0.0, 0.0], &update) {
+            Fused::Done(p, [m, v]) => Ok((p, join(time, [Some(m), Some(v), max]).expect("m, v"))),
+            Fused::Declined(back) => {
+                let [m, v] = back.states;
+                let [g] = back.reads;
+                Err(Box::new((back.param, g, join(time - 1, [m, v, max]))))
+            }
+        }
+    }
 }
 
 impl Optimizer for FusedAdamW {
@@ -71,22 +263,41 @@ impl Optimizer for FusedAdamW {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        #[cfg(feature = "flex")]
-        if !self.config.amsgrad && !self.config.cautious_weight_decay {
-            match flex::step(&self.config, lr, tensor, grad, state) {
-                Ok(done) => {
-                    count(true);
-                    return done;
-                }
-                Err(declined) => {
-                    let (tensor, grad, state) = *declined;
-                    count(false);
-                    return self.fallback.step(lr, tensor, grad, state);
-                }
+        let c = &self.config;
+        let time = state.as_ref().map_or(0, |s| s.momentum.time) + 1;
+        let moments = Constants::new(c.beta_1, c.beta_2);
+        let t = time as i32;
+        let (bias_1, bias_2) = (1f32 - c.beta_1.powi(t), 1f32 - c.beta_2.powi(t));
+        let eps = c.epsilon;
+        let decay_rate = lr * c.weight_decay as f64;
+        let (keep, decay_rate_32) = ((1.0 - decay_rate) as f32, decay_rate as f32);
+        let lr_32 = lr as f32;
+        let cautious = c.cautious_weight_decay;
+        let update = move |p: &mut f32, g: f32, m: &mut f32, v: &mut f32, max: Option<&mut f32>| {
+            let v_used = moments.moments(g, m, v, max);
+            let delta = (*m / bias_1) / ((v_used / bias_2).sqrt() + eps);
+            let decayed = if decay_rate == 0.0 {
+                *p
+            } else if cautious {
+                let differ = (*p >= 0.0) != (*m >= 0.0);
+                *p - if differ { 0.0 } else { *p * decay_rate_32 }
+            } else {
+                *p * keep
+            };
+            *p = decayed - delta * lr_32;
+        };
+        match fused_moments(c.amsgrad, tensor, grad, state.map(|s| s.momentum), update) {
+            Ok((p, momentum)) => (p, Some(AdamWState { momentum })),
+            Err(back) => {
+                let (tensor, grad, momentum) = *back;
+                self.fallback.step(
+                    lr,
+                    tensor,
+                    grad,
+                    momentum.map(|momentum| AdamWState { momentum }),
+                )
             }
         }
-        count(false);
-        self.fallback.step(lr, tensor, grad, state)
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
@@ -94,131 +305,49 @@ impl Optimizer for FusedAdamW {
     }
 }
 
-#[cfg(feature = "flex")]
-mod flex {
-    use burn::optim::{AdamWState, AdaptiveMomentumState, LearningRate};
-    use burn::tensor::{DType, Tensor};
-    use burn_flex::{Flex, FlexTensor};
+impl Optimizer for FusedAdam {
+    type State<const D: usize> = AdamState<D>;
 
-    use super::FusedAdamWConfig;
-
-    type Step<const D: usize> = (Tensor<D>, Option<AdamWState<D>>);
-    type Declined<const D: usize> = Box<(Tensor<D>, Tensor<D>, Option<AdamWState<D>>)>;
-
-    fn is_plain_flex<const D: usize>(t: &Tensor<D>) -> bool {
-        let device = t.device();
-        !device.is_autodiff()
-            && format!("{device:?}").to_lowercase().contains("flex")
-            && t.dtype() == DType::F32
-    }
-
-    fn into_flex<const D: usize>(t: Tensor<D>) -> FlexTensor {
-        t.try_into_primitive::<Flex>()
-            .expect("a flex device holds a flex primitive")
-    }
-
-    fn from_flex<const D: usize>(t: FlexTensor) -> Tensor<D> {
-        Tensor::from_primitive::<Flex>(t)
-    }
-
-    /// One fused AdamW step, or the inputs back when the fast path does not apply.
-    pub(super) fn step<const D: usize>(
-        c: &FusedAdamWConfig,
+    fn step<const D: usize>(
+        &self,
         lr: LearningRate,
         tensor: Tensor<D>,
         grad: Tensor<D>,
-        state: Option<AdamWState<D>>,
-    ) -> Result<Step<D>, Declined<D>> {
-        let moments_ok = state.as_ref().is_none_or(|s| {
-            s.momentum.max_moment_2.is_none()
-                && is_plain_flex(&s.momentum.moment_1)
-                && is_plain_flex(&s.momentum.moment_2)
-        });
-        if !(is_plain_flex(&tensor) && is_plain_flex(&grad) && moments_ok) {
-            return Err(Box::new((tensor, grad, state)));
-        }
-        let shape = tensor.shape();
-        let (time, m, v) = match state {
-            Some(s) => (
-                s.momentum.time + 1,
-                Some(s.momentum.moment_1),
-                Some(s.momentum.moment_2),
-            ),
-            None => (1, None, None),
-        };
-        let n = shape.num_elements();
-        let mut p = into_flex(tensor);
-        let g = into_flex(grad);
-        // The fast path reads elements 0..n of each buffer in order.
-        let contiguous = |t: &FlexTensor| t.layout().contiguous_offsets() == Some((0, n));
-        let mut m = m.map(into_flex);
-        let mut v = v.map(into_flex);
-        if !contiguous(&p)
-            || !contiguous(&g)
-            || m.as_ref().is_some_and(|t| !contiguous(t))
-            || v.as_ref().is_some_and(|t| !contiguous(t))
-        {
-            let back = |t: Option<FlexTensor>| t.map(from_flex::<D>);
-            let state = match (back(m), back(v)) {
-                (Some(moment_1), Some(moment_2)) => Some(AdamWState::new(AdaptiveMomentumState {
-                    time: time - 1,
-                    moment_1,
-                    moment_2,
-                    max_moment_2: None,
-                })),
-                _ => None,
-            };
-            return Err(Box::new((from_flex(p), from_flex(g), state)));
-        }
-        let (b1, b2, eps) = (c.beta_1, c.beta_2, c.epsilon);
-        let (f1, f2) = (1.0 - b1, 1.0 - b2);
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        let c = &self.config;
+        let time = state.as_ref().map_or(0, |s| s.momentum.time) + 1;
+        let moments = Constants::new(c.beta_1, c.beta_2);
         let t = time as i32;
-        let (bc1, bc2) = (1f32 - b1.powi(t), 1f32 - b2.powi(t));
-        let decay = (1.0 - lr * c.weight_decay as f64) as f32;
-        let lr32 = lr as f32;
-        let decays = lr * c.weight_decay as f64 != 0.0;
-        let mut new_m = match m.take() {
-            Some(t) => t,
-            None => zeros_like(&g),
+        let bias_2_sqrt = (1.0 - c.beta_2.powi(t)).sqrt();
+        let combined = bias_2_sqrt / (1.0 - c.beta_1.powi(t));
+        let eps = c.epsilon * bias_2_sqrt;
+        let penalty = c.weight_decay.as_ref().map(|w| w.penalty);
+        let lr_32 = lr as f32;
+        let update = move |p: &mut f32, g: f32, m: &mut f32, v: &mut f32, max: Option<&mut f32>| {
+            let g = match penalty {
+                Some(penalty) => *p * penalty + g,
+                None => g,
+            };
+            let v_used = moments.moments(g, m, v, max);
+            let delta = (*m * combined) / (v_used.sqrt() + eps);
+            *p -= delta * lr_32;
         };
-        let mut new_v = match v.take() {
-            Some(t) => t,
-            None => zeros_like(&g),
-        };
-        {
-            let ms = new_m.storage_mut::<f32>();
-            let vs = new_v.storage_mut::<f32>();
-            let ps = p.storage_mut::<f32>();
-            let gs = &g.storage::<f32>()[..n];
-            for i in 0..n {
-                let gi = gs[i];
-                let mi = if time == 1 {
-                    gi * f1
-                } else {
-                    ms[i] * b1 + gi * f1
-                };
-                let vi = if time == 1 {
-                    gi * gi * f2
-                } else {
-                    vs[i] * b2 + gi * gi * f2
-                };
-                ms[i] = mi;
-                vs[i] = vi;
-                let delta = (mi / bc1) / ((vi / bc2).sqrt() + eps);
-                let base = if decays { ps[i] * decay } else { ps[i] };
-                ps[i] = base - delta * lr32;
+        match fused_moments(c.amsgrad, tensor, grad, state.map(|s| s.momentum), update) {
+            Ok((p, momentum)) => (p, Some(AdamState { momentum })),
+            Err(back) => {
+                let (tensor, grad, momentum) = *back;
+                self.fallback.step(
+                    lr,
+                    tensor,
+                    grad,
+                    momentum.map(|momentum| AdamState { momentum }),
+                )
             }
         }
-        let state = AdamWState::new(AdaptiveMomentumState {
-            time,
-            moment_1: from_flex(new_m),
-            moment_2: from_flex(new_v),
-            max_moment_2: None,
-        });
-        Ok((from_flex(p), Some(state)))
     }
 
-    fn zeros_like(t: &FlexTensor) -> FlexTensor {
-        FlexTensor::zeros(t.layout().shape().clone(), DType::F32)
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        Adam::to_device(state, device)
     }
 }

@@ -1,33 +1,230 @@
-//! Fused optimizer steps (issue #8, first slice): one pass over the parameter, gradient and
-//! moment buffers instead of a chain of tensor ops that each read and write the whole buffer.
+//! Fused optimizer steps: one pass over the parameter, gradient and state buffers instead of a
+//! chain of tensor ops that each read and write the whole buffer (issue #8).
 //!
-//! [`FusedAdamW`] is a drop-in for Burn's `AdamW` (same hyperparameters, defaults, state type
-//! `AdamWState` and therefore the same records). On the flex backend (feature `flex`) with
-//! contiguous f32 tensors it updates the moments and the parameter in one loop over their raw
-//! storage (copy-on-write: in place when a buffer is uniquely owned, copied first when shared, so
-//! a parameter also held elsewhere is never changed behind its holder's back). Every other case
-//! (other backends, autodiff tensors, non-contiguous or non-f32 tensors, AMSGrad, cautious weight
-//! decay) takes Burn's own `AdamW` step, with the same numbers. [`path_counts`] tells which path
-//! ran, so tests can assert the fast path was taken.
+//! # Which optimizers
+//! - firebox's own first-order optimizers take the fused path by themselves, with no change to
+//!   their API or state: [`DiffGrad`](crate::DiffGrad), [`AdaBelief`](crate::AdaBelief),
+//!   [`AdaGradInit`](crate::AdaGradInit) (which is also the fused AdaGrad: with
+//!   `initial_accumulator_value = 0` it computes Burn's `AdaGrad`; Burn's `AdaGradState` has
+//!   private fields, so a drop-in with Burn's state type cannot be written outside Burn).
+//! - Drop-ins for Burn's optimizers, with Burn's config fields, defaults and state types (so
+//!   records, burnpack checkpoints and resume are unchanged): [`FusedAdam`], [`FusedAdamW`] and
+//!   [`FusedAdan`]. Where the fused path does not apply they run Burn's own step, so they are
+//!   never worse than Burn's.
+//!
+//! # When the fused path runs
+//! On the CPU backends compiled into firebox-optim (features `flex` and `ndarray`, which the
+//! umbrella crate's features of the same name enable), for plain f32 tensors (not autodiff-held)
+//! that are contiguous in row-major order. The loop runs in chunks on rayon's thread pool, with an
+//! AVX2 copy picked at run time ([`kernel`]). Buffers are copy-on-write: in place when uniquely
+//! owned, copied first when another tensor shares them. Every other case (wgpu/cuda, f16/bf16,
+//! transposed or sliced tensors, options the fused loop does not cover such as AMSGrad in Burn's
+//! AdamW) takes the tensor-op path with the same numbers: each fused loop performs the tensor-op
+//! path's f32 operations in the same order, so the two agree to f32 rounding (bit for bit where
+//! both use correctly rounded operations; `exp` may differ by an ulp).
+//!
+//! On wgpu and cuda Burn's fusion already compiles the tensor-op chain of an elementwise update
+//! into few kernels; a hand-written CubeCL kernel is not part of this module yet.
+//!
+//! # Observing and forcing the path
+//! [`path_counts`] counts, on the calling thread, how many tensor steps took each path, so tests
+//! can assert that the fast path ran. [`with_fallback`] runs a closure with the fused path turned
+//! off (on the calling thread), to compare both paths on the same inputs.
+
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+mod host;
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+pub(crate) mod kernel;
 
 mod adamw;
+mod adan;
+pub(crate) mod math;
 
-pub use adamw::{FusedAdamW, FusedAdamWConfig};
+pub use adamw::{FusedAdam, FusedAdamConfig, FusedAdamW, FusedAdamWConfig};
+pub use adan::{FusedAdan, FusedAdanConfig};
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
-static FUSED_STEPS: AtomicUsize = AtomicUsize::new(0);
-static FALLBACK_STEPS: AtomicUsize = AtomicUsize::new(0);
+use burn::tensor::Tensor;
 
-/// How many tensor steps took the fused path and the tensor-op fallback so far (process-wide).
-pub fn path_counts() -> (usize, usize) {
-    (
-        FUSED_STEPS.load(Ordering::Relaxed),
-        FALLBACK_STEPS.load(Ordering::Relaxed),
-    )
+thread_local! {
+    static COUNTS: Cell<PathCounts> = const {
+        Cell::new(PathCounts {
+            fused: 0,
+            fallback: 0,
+            copied: 0,
+        })
+    };
+    static FORCE_FALLBACK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// How many tensor steps took each path on the calling thread so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathCounts {
+    /// Steps that ran as one fused loop over raw buffers.
+    pub fused: usize,
+    /// Steps that ran as tensor ops (the fused path did not apply or was turned off).
+    pub fallback: usize,
+    /// Buffers the fused path copied before writing because another tensor shared them
+    /// (copy-on-write). Steady-state training should show none.
+    pub copied: usize,
+}
+
+impl std::ops::Sub for PathCounts {
+    type Output = PathCounts;
+
+    fn sub(self, before: PathCounts) -> PathCounts {
+        PathCounts {
+            fused: self.fused - before.fused,
+            fallback: self.fallback - before.fallback,
+            copied: self.copied - before.copied,
+        }
+    }
+}
+
+/// Path counters of the calling thread (see the [module docs](self)).
+pub fn path_counts() -> PathCounts {
+    COUNTS.with(Cell::get)
+}
+
+/// Runs `f` with the fused path turned off on the calling thread: every optimizer takes its
+/// tensor-op path. Restored afterwards, also when `f` panics.
+pub fn with_fallback<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FORCE_FALLBACK.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(FORCE_FALLBACK.with(|c| c.replace(true)));
+    f()
+}
+
+/// Whether [`with_fallback`] is in force on the calling thread.
+pub fn fallback_forced() -> bool {
+    FORCE_FALLBACK.with(Cell::get)
 }
 
 pub(crate) fn count(fused: bool) {
-    let counter = if fused { &FUSED_STEPS } else { &FALLBACK_STEPS };
-    counter.fetch_add(1, Ordering::Relaxed);
+    COUNTS.with(|c| {
+        let mut n = c.get();
+        if fused {
+            n.fused += 1;
+        } else {
+            n.fallback += 1;
+        }
+        c.set(n);
+    });
+}
+
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+fn count_copies(copies: usize) {
+    COUNTS.with(|c| {
+        let mut n = c.get();
+        n.copied += copies;
+        c.set(n);
+    });
+}
+
+/// The tensors of one elementwise step: the parameter, `R` read-only inputs of its shape (the
+/// gradient first) and `K` states (`None` before the first step).
+pub(crate) struct StepInputs<const D: usize, const R: usize, const K: usize> {
+    pub param: Tensor<D>,
+    pub reads: [Tensor<D>; R],
+    pub states: [Option<Tensor<D>>; K],
+}
+
+/// The outcome of [`try_step`].
+pub(crate) enum Fused<const D: usize, const R: usize, const K: usize> {
+    /// The updated parameter and the `K` states.
+    Done(Tensor<D>, [Tensor<D>; K]),
+    /// The fused path did not apply: the inputs, untouched, for the tensor-op path.
+    Declined(StepInputs<D, R, K>),
+}
+
+/// Runs `update` on every element as one fused loop, or hands the inputs back
+/// ([`Fused::Declined`]) when the fused path does not apply; counts the path either way, so a
+/// caller that gets them back must run its tensor-op path. States that are `None` start at
+/// `init[k]`.
+pub(crate) fn try_step<const D: usize, const R: usize, const K: usize>(
+    inputs: StepInputs<D, R, K>,
+    init: [f32; K],
+    update: &(impl Fn(&mut f32, [f32; R], &mut [f32; K]) + Sync + Copy),
+) -> Fused<D, R, K> {
+    let result = if fallback_forced() {
+        Fused::Declined(inputs)
+    } else {
+        run(inputs, init, update)
+    };
+    count(matches!(result, Fused::Done(..)));
+    result
+}
+
+#[cfg(not(any(feature = "flex", feature = "ndarray")))]
+fn run<const D: usize, const R: usize, const K: usize>(
+    inputs: StepInputs<D, R, K>,
+    _init: [f32; K],
+    _update: &(impl Fn(&mut f32, [f32; R], &mut [f32; K]) + Sync + Copy),
+) -> Fused<D, R, K> {
+    Fused::Declined(inputs)
+}
+
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+fn run<const D: usize, const R: usize, const K: usize>(
+    inputs: StepInputs<D, R, K>,
+    init: [f32; K],
+    update: &(impl Fn(&mut f32, [f32; R], &mut [f32; K]) + Sync + Copy),
+) -> Fused<D, R, K> {
+    use host::{HostBuffer, Taken, host_kind};
+
+    let Some(kind) = host_kind(&inputs.param) else {
+        return Fused::Declined(inputs);
+    };
+    let shape = inputs.param.shape();
+    let fits = |t: &Tensor<D>| host_kind(t) == Some(kind) && t.shape() == shape;
+    if !inputs.reads.iter().all(fits) || !inputs.states.iter().flatten().all(fits) {
+        return Fused::Declined(inputs);
+    }
+    let StepInputs {
+        param,
+        reads,
+        states,
+    } = inputs;
+    let take = |t: Tensor<D>| HostBuffer::take(t, kind);
+    let param = take(param);
+    let reads = reads.map(take);
+    let states = states.map(|s| s.map(take));
+    let is_host = |t: &Taken<D>| matches!(t, Taken::Host(_));
+    let all_taken =
+        is_host(&param) && reads.iter().all(is_host) && states.iter().flatten().all(is_host);
+    if !all_taken {
+        return Fused::Declined(StepInputs {
+            param: param.into_tensor(),
+            reads: reads.map(Taken::into_tensor),
+            states: states.map(|s| s.map(Taken::into_tensor)),
+        });
+    }
+    let unwrap = |t: Taken<D>| match t {
+        Taken::Host(host) => host,
+        Taken::Tensor(_) => unreachable!("checked above"),
+    };
+    let mut param = unwrap(param);
+    let reads = reads.map(unwrap);
+    let mut k = 0;
+    let mut states = states.map(|s| {
+        let b = match s {
+            Some(b) => unwrap(b),
+            None => param.filled(init[k]),
+        };
+        k += 1;
+        b
+    });
+    count_copies(usize::from(param.is_shared()) + states.iter().filter(|s| s.is_shared()).count());
+    kernel::for_each(
+        param.slice_mut(),
+        reads.each_ref().map(HostBuffer::slice),
+        states.each_mut().map(HostBuffer::slice_mut),
+        update,
+    );
+    Fused::Done(param.into_tensor(), states.map(HostBuffer::into_tensor))
 }
