@@ -321,3 +321,155 @@ fn module_optimizer_steps_fused_on_an_autodiff_device() {
         assert!(err <= 1e-6, "{backend}: module step, rel error {err:e}");
     }
 }
+
+/// A deterministic gradient for every parameter of `model` (host data, shape of the parameter).
+fn model_grads(model: &burn::nn::Linear, seed: u64, std: f32) -> GradientsParams {
+    let device = model.weight.val().device().without_autodiff();
+    let [rows, cols] = model.weight.dims();
+    let mut grads = GradientsParams::new();
+    grads.register(model.weight.id, normal([rows, cols], seed, std, &device));
+    grads
+}
+
+#[test]
+fn sophia_fused_matches_its_tensor_op_path() {
+    use burn::nn::LinearConfig;
+    use firebox::optim::sophia::{SophiaGConfig, SophiaHConfig};
+
+    for (backend, device) in common::devices() {
+        let model = LinearConfig::new(300, 450)
+            .with_bias(false)
+            .init(&device.clone().autodiff());
+        // `fallback`: with the fused path turned off. Returns the weights and unclipped counts.
+        let run_g = |fallback: bool| {
+            let mut optim = SophiaGConfig::new()
+                .with_weight_decay(0.1)
+                .with_rho(0.04)
+                .init();
+            let mut m = model.clone();
+            let mut unclipped = Vec::new();
+            for step in 0..4u64 {
+                let grads = model_grads(&m, 10 + step, 0.1);
+                let go = || optim.step(1e-2, m, grads, 32.0);
+                let (next, stats) = if fallback { with_fallback(go) } else { go() };
+                m = next;
+                unclipped.push(stats.unclipped().expect("counted"));
+                // A Hessian estimate after every step (the sampled-label gradient's square).
+                optim.update_hessian(&m, &model_grads(&m, 50 + step, 0.3));
+            }
+            (m.weight.val().inner(), unclipped)
+        };
+        let run_h = |fallback: bool| {
+            let mut optim = SophiaHConfig::new()
+                .with_weight_decay(0.1)
+                .with_update_interval(1)
+                .init();
+            let mut m = model.clone();
+            let mut unclipped = Vec::new();
+            for step in 0..4u64 {
+                let grads = model_grads(&m, 10 + step, 0.1);
+                let hessian = model_grads(&m, 70 + step, 0.5);
+                let go = || optim.step(1e-2, m, grads, Some(&hessian));
+                let (next, stats) = if fallback { with_fallback(go) } else { go() };
+                m = next;
+                unclipped.push(stats.unclipped().expect("counted"));
+            }
+            (m.weight.val().inner(), unclipped)
+        };
+        for (name, run) in [
+            (
+                "Sophia-G",
+                &run_g as &dyn Fn(bool) -> (Tensor<2>, Vec<usize>),
+            ),
+            ("Sophia-H", &run_h),
+        ] {
+            let before = path_counts();
+            let (fused, fused_unclipped) = run(false);
+            let ran = path_counts() - before;
+            let (tensor_ops, tensor_unclipped) = run(true);
+            // The first step (zero state) runs as tensor ops; the next three are fused on CPU.
+            let expected = if fuses(backend) { 3 } else { 0 };
+            assert_eq!(ran.fused, expected, "{name} on {backend}: fused steps");
+            assert_eq!(
+                fused_unclipped, tensor_unclipped,
+                "{name} on {backend}: unclipped coordinates per step"
+            );
+            assert!(
+                fused_unclipped[1..].iter().any(|&u| u > 0 && u < 300 * 450),
+                "{name} on {backend}: the test must exercise both clipped and unclipped \
+                 coordinates, got {fused_unclipped:?}"
+            );
+            let err = max_rel(fused, tensor_ops);
+            assert!(err <= 2e-6, "{name} on {backend}: rel error {err:e}");
+            common::report(&format!(
+                "[firebox tests] fused {name} {backend}: rel error {err:.1e}, unclipped {fused_unclipped:?}"
+            ));
+        }
+    }
+}
+
+/// Runs `run(model)` (4 steps of a module-level optimizer on a 300×450 `Linear`) on
+/// both paths on every backend: the same weights within f32 rounding, and `fused_steps` fused
+/// tensor steps on the CPU backends (none elsewhere).
+fn check_module(name: &str, fused_steps: usize, run: impl Fn(&burn::nn::Linear) -> Tensor<2>) {
+    use burn::nn::LinearConfig;
+
+    for (backend, device) in common::devices() {
+        let model = LinearConfig::new(300, 450)
+            .with_bias(false)
+            .init(&device.clone().autodiff());
+        let before = path_counts();
+        let fused = run(&model);
+        let ran = path_counts() - before;
+        let expected = if fuses(backend) { fused_steps } else { 0 };
+        assert_eq!(ran.fused, expected, "{name} on {backend}: fused steps");
+        let err = max_rel(fused, with_fallback(|| run(&model)));
+        assert!(err <= 2e-6, "{name} on {backend}: rel error {err:e}");
+    }
+}
+
+#[test]
+fn adahessian_fused_matches_its_tensor_op_path() {
+    use firebox::optim::adahessian::AdaHessianConfig;
+
+    for (power, wd) in [(1.0, 0.0), (1.0, 0.01), (0.5, 0.01)] {
+        // The first step (no state) and a power other than 1 run as tensor ops.
+        let fused_steps = if power == 1.0 { 3 } else { 0 };
+        check_module(
+            &format!("AdaHessian power {power} wd {wd}"),
+            fused_steps,
+            |model| {
+                let mut optim = AdaHessianConfig::new()
+                    .with_hessian_power(power)
+                    .with_weight_decay(wd)
+                    .init();
+                let mut m = model.clone();
+                for step in 0..4u64 {
+                    let grads = model_grads(&m, 10 + step, 0.1);
+                    let hessian = model_grads(&m, 70 + step, 0.5);
+                    m = optim.step(0.15, m, grads, Some(&hessian));
+                }
+                m.weight.val().inner()
+            },
+        );
+    }
+}
+
+#[test]
+fn adagrad_norm_fused_matches_its_tensor_op_path() {
+    use firebox::optim::adagrad_norm::AdaGradNormConfig;
+
+    for (momentum, wd) in [(0.0, 0.0), (0.9, 0.01)] {
+        check_module(&format!("AdaGrad-Norm momentum {momentum}"), 4, |model| {
+            let mut optim = AdaGradNormConfig::new()
+                .with_momentum(momentum)
+                .with_weight_decay(wd)
+                .init();
+            let mut m = model.clone();
+            for step in 0..4u64 {
+                m = optim.step(0.1, m.clone(), model_grads(&m, 10 + step, 0.1));
+            }
+            m.weight.val().inner()
+        });
+    }
+}

@@ -63,6 +63,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 
 use crate::clip::grad_norm;
+use crate::fused::{Fused, StepInputs, try_step};
 use crate::module_state::{FlatStates, counted_record, from_counted_record, map_value};
 use crate::record::{ModuleState, StateRecord};
 use crate::validate::{Check, InvalidConfig, assert_finite_lr};
@@ -246,6 +247,12 @@ impl ModuleMapper for NormMapper<'_> {
         };
         let (momentum, scale, decay) = (self.momentum, self.scale, self.decay);
         self.states.update(param, |theta, state| {
+            // The fused path: the same f32 operations as below, in one pass.
+            let (theta, grad, state) =
+                match fused_global(theta, grad, state, momentum, scale, decay) {
+                    Ok(done) => return done,
+                    Err(back) => *back,
+                };
             let decayed = |theta: Tensor<D>| {
                 if decay != 0.0 {
                     theta - grad.clone().mul_scalar(decay)
@@ -264,6 +271,70 @@ impl ModuleMapper for NormMapper<'_> {
                 (decayed(theta - grad.clone().mul_scalar(scale)), Vec::new())
             }
         })
+    }
+}
+
+/// The inputs handed back when the fused global step does not apply.
+type Declined<const D: usize> = Box<(Tensor<D>, Tensor<D>, Option<Vec<Tensor<D>>>)>;
+
+/// The global AdaGrad-Norm update of one parameter as one fused pass (`[buf]` state with
+/// momentum, none without), or the inputs back.
+fn fused_global<const D: usize>(
+    theta: Tensor<D>,
+    grad: Tensor<D>,
+    state: Option<Vec<Tensor<D>>>,
+    momentum: f64,
+    scale: f64,
+    decay: f64,
+) -> Result<(Tensor<D>, Vec<Tensor<D>>), Declined<D>> {
+    let (scale_32, decay_32) = (scale as f32, decay as f32);
+    let decays = decay != 0.0;
+    if momentum > 0.0 {
+        let (mu, fraction) = (momentum as f32, (1.0 - momentum) as f32);
+        let update = move |p: &mut f32, [g]: [f32; 1], [buf]: &mut [f32; 1]| {
+            *buf = *buf * mu + g * fraction;
+            let stepped = *p - *buf * scale_32;
+            *p = if decays {
+                stepped - g * decay_32
+            } else {
+                stepped
+            };
+        };
+        let buf = state.map(|mut s| s.pop().expect("momentum buffer"));
+        let inputs = StepInputs {
+            param: theta,
+            reads: [grad],
+            states: [buf],
+        };
+        match try_step(inputs, [0.0], &update) {
+            Fused::Done(theta, [buf]) => Ok((theta, vec![buf])),
+            Fused::Declined(back) => {
+                let [grad] = back.reads;
+                let [buf] = back.states;
+                Err(Box::new((back.param, grad, buf.map(|b| vec![b]))))
+            }
+        }
+    } else {
+        let update = move |p: &mut f32, [g]: [f32; 1], _: &mut [f32; 0]| {
+            let stepped = *p - g * scale_32;
+            *p = if decays {
+                stepped - g * decay_32
+            } else {
+                stepped
+            };
+        };
+        let inputs = StepInputs {
+            param: theta,
+            reads: [grad],
+            states: [],
+        };
+        match try_step(inputs, [], &update) {
+            Fused::Done(theta, []) => Ok((theta, Vec::new())),
+            Fused::Declined(back) => {
+                let [grad] = back.reads;
+                Err(Box::new((back.param, grad, state)))
+            }
+        }
     }
 }
 

@@ -37,6 +37,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::curvature::hutchinson::hutchinson_diagonal;
 use crate::curvature::hvp::StepSize;
+use crate::fused::{Fused, StepInputs, try_step};
 use crate::module_state::FlatStates;
 use crate::module_state::{counted_record, from_counted_record};
 use crate::record::{ModuleState, StateRecord};
@@ -221,6 +222,7 @@ impl ModuleMapper for StepMapper<'_> {
         let lr = self.lr;
         let refresh = self.estimate.is_some();
         self.states.update(param, |theta, state| {
+            let had_state = state.is_some();
             let (m, v, last) = match state {
                 Some(mut s) => {
                     let last = (s.len() == 3).then(|| s.pop().unwrap());
@@ -229,24 +231,58 @@ impl ModuleMapper for StepMapper<'_> {
                 }
                 None => (grad.zeros_like(), grad.zeros_like(), None),
             };
+            let h = match estimate {
+                Some(h) if D == 4 && c.average_conv_kernel => Some(average_conv(h)),
+                Some(h) => Some(h),
+                None => last,
+            };
+            let updates_v = refresh || c.stale_hessian == StaleHessian::Reuse;
+            let bias_2 = 1.0 - b2.powi(t);
+            let step = lr / (1.0 - b1.powi(t));
+            // The fused path: a stored state, an h that enters v this step, power 1 (√).
+            let (theta, grad, m, v) = match &h {
+                Some(h) if had_state && updates_v && c.hessian_power == 1.0 => {
+                    let keep = (1.0 - lr * c.weight_decay as f64) as f32;
+                    let decays = c.weight_decay != 0.0;
+                    let (beta_1, fraction_1) = (b1 as f32, (1.0 - b1) as f32);
+                    let (beta_2, fraction_2) = (b2 as f32, (1.0 - b2) as f32);
+                    let (bias, eps, step_32) = (bias_2 as f32, c.epsilon, step as f32);
+                    let update = move |p: &mut f32, [g, h]: [f32; 2], [m, v]: &mut [f32; 2]| {
+                        let theta = if decays { *p * keep } else { *p };
+                        *m = *m * beta_1 + g * fraction_1;
+                        *v = *v * beta_2 + h * h * fraction_2;
+                        let den = (*v / bias).sqrt() + eps;
+                        *p = theta - (*m / den) * step_32;
+                    };
+                    let inputs = StepInputs {
+                        param: theta,
+                        // h is read only; the second handle keeps it for the state.
+                        reads: [grad, h.clone()],
+                        states: [Some(m), Some(v)],
+                    };
+                    match try_step(inputs, [0.0; 2], &update) {
+                        Fused::Done(theta, [m, v]) => {
+                            return (theta, vec![m, v, h.clone()]);
+                        }
+                        Fused::Declined(back) => {
+                            let [grad, _] = back.reads;
+                            let [m, v] = back.states.map(|s| s.expect("given"));
+                            (back.param, grad, m, v)
+                        }
+                    }
+                }
+                _ => (theta, grad, m, v),
+            };
             let theta = if c.weight_decay != 0.0 {
                 theta.mul_scalar(1.0 - lr * c.weight_decay as f64)
             } else {
                 theta
             };
             let m = m.mul_scalar(b1) + grad.mul_scalar(1.0 - b1);
-            let h = match estimate {
-                Some(h) if D == 4 && c.average_conv_kernel => Some(average_conv(h)),
-                Some(h) => Some(h),
-                None => last,
-            };
-            let v = match (&h, refresh, c.stale_hessian) {
-                (Some(h), true, _) | (Some(h), false, StaleHessian::Reuse) => {
-                    v.mul_scalar(b2) + h.clone().square().mul_scalar(1.0 - b2)
-                }
+            let v = match &h {
+                Some(h) if updates_v => v.mul_scalar(b2) + h.clone().square().mul_scalar(1.0 - b2),
                 _ => v,
             };
-            let bias_2 = 1.0 - b2.powi(t);
             let corrected = v.clone().div_scalar(bias_2);
             // The default power 1 is a square root, far cheaper than a general power.
             let den = if c.hessian_power == 1.0 {
@@ -255,7 +291,6 @@ impl ModuleMapper for StepMapper<'_> {
                 corrected.powf_scalar(c.hessian_power as f64 / 2.0)
             }
             .add_scalar(c.epsilon as f64);
-            let step = lr / (1.0 - b1.powi(t));
             let theta = theta - (m.clone() / den).mul_scalar(step);
             let mut state = vec![m, v];
             state.extend(h);

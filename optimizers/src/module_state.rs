@@ -105,6 +105,15 @@ impl UnclippedCounter {
         }
     }
 
+    /// Adds `counted` unclipped coordinates out of `total`, counted on the host (the fused path).
+    pub fn add_counted(&mut self, counted: usize, total: usize, device: &burn::tensor::Device) {
+        self.total += total;
+        if self.enabled {
+            self.counts
+                .push(Tensor::from_data([counted as f32], device));
+        }
+    }
+
     /// The unclipped count as a one-element device tensor (not read back: no synchronisation),
     /// or `None` when disabled or nothing was counted, and the total number of coordinates.
     pub fn finish(self) -> (Option<Tensor<1>>, usize) {

@@ -32,6 +32,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::curvature::hutchinson::hutchinson_diagonal;
 use crate::curvature::hvp::StepSize;
+use crate::fused::{Fused, StepInputs, try_step_counting};
 use crate::host::host_sum;
 use crate::module_state::{FlatStates, UnclippedCounter, counted_record, from_counted_record};
 use crate::record::{ModuleState, StateRecord};
@@ -187,6 +188,21 @@ impl ModuleMapper for SophiaGMapper<'_> {
         let b1 = c.beta_1 as f64;
         let counter = &mut self.counter;
         self.states.update(param, |theta, state| {
+            let keep = (1.0 - lr * c.weight_decay as f64) as f32;
+            let (beta, fraction) = (b1 as f32, (1.0 - b1) as f32);
+            let scale = (c.rho as f64 * bs) as f32;
+            let lr_32 = lr as f32;
+            let update = move |p: &mut f32, [g, h]: [f32; 2], [m]: &mut [f32; 1]| {
+                let theta = *p * keep;
+                *m = *m * beta + g * fraction;
+                let ratio = *m / (h * scale + 1e-15);
+                *p = theta - ratio.clamp(-1.0, 1.0) * lr_32;
+                u32::from(ratio.abs() < 1.0)
+            };
+            let (theta, grad, state) = match fused_pair(theta, grad, state, counter, &update) {
+                Ok(done) => return done,
+                Err(back) => *back,
+            };
             let (m, h) = split_pair(state, &grad);
             let theta = theta.mul_scalar(1.0 - lr * c.weight_decay as f64);
             let m = m.mul_scalar(b1) + grad.mul_scalar(1.0 - b1);
@@ -197,6 +213,46 @@ impl ModuleMapper for SophiaGMapper<'_> {
             let theta = theta - ratio.clamp(-1.0, 1.0).mul_scalar(lr);
             (theta, vec![m, h])
         })
+    }
+}
+
+/// The inputs handed back when a fused Sophia step does not apply.
+type Declined<const D: usize> = Box<(Tensor<D>, Tensor<D>, Option<Vec<Tensor<D>>>)>;
+
+/// One fused Sophia step over the `[first, h]` state: `update` reads the gradient and h, updates
+/// the first state in place and counts the unclipped coordinates into `counter`. Returns the new
+/// parameter and state, or the inputs back when the fused path does not apply (always on the
+/// first step: the state does not exist yet, and the tensor-op path creates it).
+fn fused_pair<const D: usize>(
+    theta: Tensor<D>,
+    grad: Tensor<D>,
+    state: Option<Vec<Tensor<D>>>,
+    counter: &mut UnclippedCounter,
+    update: &(impl Fn(&mut f32, [f32; 2], &mut [f32; 1]) -> u32 + Sync + Copy),
+) -> Result<(Tensor<D>, Vec<Tensor<D>>), Declined<D>> {
+    let Some(mut state) = state else {
+        return Err(Box::new((theta, grad, None)));
+    };
+    let h = state.pop().expect("two state tensors");
+    let first = state.pop().expect("two state tensors");
+    let total = theta.shape().num_elements();
+    let inputs = StepInputs {
+        param: theta,
+        // h is read only: a second handle to it is cheap and keeps it for the state.
+        reads: [grad, h.clone()],
+        states: [Some(first)],
+    };
+    match try_step_counting(inputs, [0.0], update) {
+        (Fused::Done(theta, [first]), counted) => {
+            counter.add_counted(counted, total, &h.device());
+            Ok((theta, vec![first, h]))
+        }
+        (Fused::Declined(back), _) => {
+            let [grad, _] = back.reads;
+            let [first] = back.states;
+            let first = first.expect("given");
+            Err(Box::new((back.param, grad, Some(vec![first, h]))))
+        }
     }
 }
 
@@ -356,6 +412,22 @@ impl ModuleMapper for SophiaHMapper<'_> {
         let bias_1 = 1.0 - b1.powi(self.time as i32);
         let counter = &mut self.counter;
         self.states.update(param, |theta, state| {
+            let (beta, fraction) = (b1 as f32, (1.0 - b1) as f32);
+            let (gamma, eps) = (c.gamma, c.epsilon);
+            let (bias, limit) = (bias_1 as f32, c.clip_threshold);
+            let (wd, lr_32) = (c.weight_decay, lr as f32);
+            let update = move |p: &mut f32, [g, h]: [f32; 2], [mu]: &mut [f32; 1]| {
+                *mu = g * fraction + *mu * beta;
+                let u = (*mu / bias) / (h * gamma).max(eps);
+                let counted = u32::from(u.abs() < limit);
+                let u = u.clamp(-limit, limit);
+                *p -= (u + *p * wd) * lr_32;
+                counted
+            };
+            let (theta, grad, state) = match fused_pair(theta, grad, state, counter, &update) {
+                Ok(done) => return done,
+                Err(back) => *back,
+            };
             let (mu, h) = split_pair(state, &grad);
             let mu = grad.mul_scalar(1.0 - b1) + mu.mul_scalar(b1);
             let precond = h

@@ -11,6 +11,14 @@
 //!   records, burnpack checkpoints and resume are unchanged): [`FusedAdam`], [`FusedAdamW`] and
 //!   [`FusedAdan`]. Where the fused path does not apply they run Burn's own step, so they are
 //!   never worse than Burn's.
+//! - The elementwise update of the module-level optimizers: [`SophiaG`](crate::sophia::SophiaG)
+//!   and [`SophiaH`](crate::sophia::SophiaH) (with their count of unclipped coordinates, summed
+//!   in the loop) and [`AdaHessian`](crate::adahessian::AdaHessian) (power 1, on steps whose
+//!   Hessian estimate enters v), from their second step on (the first creates the state), and
+//!   global [`AdaGradNorm`](crate::adagrad_norm::AdaGradNorm) (its norm is a reduction over all
+//!   parameters first). Their Hessian estimation (Hutchinson products, sampled-label gradients),
+//!   per-row AdaGrad-Norm and M-FAC (whose step is dominated by its O(d·m) window products, not
+//!   by elementwise work) stay tensor ops.
 //!
 //! # When the fused path runs
 //! On the CPU backends compiled into firebox-optim (features `flex` and `ndarray`, which the
@@ -151,12 +159,27 @@ pub(crate) fn try_step<const D: usize, const R: usize, const K: usize>(
     init: [f32; K],
     update: &(impl Fn(&mut f32, [f32; R], &mut [f32; K]) + Sync + Copy),
 ) -> Fused<D, R, K> {
+    let update = *update;
+    let counting = move |p: &mut f32, r: [f32; R], s: &mut [f32; K]| {
+        update(p, r, s);
+        0
+    };
+    try_step_counting(inputs, init, &counting).0
+}
+
+/// [`try_step`] with an update that counts elements (returns 1 for those it counts); the count
+/// is 0 when the step was declined.
+pub(crate) fn try_step_counting<const D: usize, const R: usize, const K: usize>(
+    inputs: StepInputs<D, R, K>,
+    init: [f32; K],
+    update: &(impl Fn(&mut f32, [f32; R], &mut [f32; K]) -> u32 + Sync + Copy),
+) -> (Fused<D, R, K>, usize) {
     let result = if fallback_forced() {
-        Fused::Declined(inputs)
+        (Fused::Declined(inputs), 0)
     } else {
         run(inputs, init, update)
     };
-    count(matches!(result, Fused::Done(..)));
+    count(matches!(result.0, Fused::Done(..)));
     result
 }
 
@@ -164,26 +187,26 @@ pub(crate) fn try_step<const D: usize, const R: usize, const K: usize>(
 fn run<const D: usize, const R: usize, const K: usize>(
     inputs: StepInputs<D, R, K>,
     _init: [f32; K],
-    _update: &(impl Fn(&mut f32, [f32; R], &mut [f32; K]) + Sync + Copy),
-) -> Fused<D, R, K> {
-    Fused::Declined(inputs)
+    _update: &(impl Fn(&mut f32, [f32; R], &mut [f32; K]) -> u32 + Sync + Copy),
+) -> (Fused<D, R, K>, usize) {
+    (Fused::Declined(inputs), 0)
 }
 
 #[cfg(any(feature = "flex", feature = "ndarray"))]
 fn run<const D: usize, const R: usize, const K: usize>(
     inputs: StepInputs<D, R, K>,
     init: [f32; K],
-    update: &(impl Fn(&mut f32, [f32; R], &mut [f32; K]) + Sync + Copy),
-) -> Fused<D, R, K> {
+    update: &(impl Fn(&mut f32, [f32; R], &mut [f32; K]) -> u32 + Sync + Copy),
+) -> (Fused<D, R, K>, usize) {
     use host::{HostBuffer, Taken, host_kind};
 
     let Some(kind) = host_kind(&inputs.param) else {
-        return Fused::Declined(inputs);
+        return (Fused::Declined(inputs), 0);
     };
     let shape = inputs.param.shape();
     let fits = |t: &Tensor<D>| host_kind(t) == Some(kind) && t.shape() == shape;
     if !inputs.reads.iter().all(fits) || !inputs.states.iter().flatten().all(fits) {
-        return Fused::Declined(inputs);
+        return (Fused::Declined(inputs), 0);
     }
     let StepInputs {
         param,
@@ -198,11 +221,12 @@ fn run<const D: usize, const R: usize, const K: usize>(
     let all_taken =
         is_host(&param) && reads.iter().all(is_host) && states.iter().flatten().all(is_host);
     if !all_taken {
-        return Fused::Declined(StepInputs {
+        let inputs = StepInputs {
             param: param.into_tensor(),
             reads: reads.map(Taken::into_tensor),
             states: states.map(|s| s.map(Taken::into_tensor)),
-        });
+        };
+        return (Fused::Declined(inputs), 0);
     }
     let unwrap = |t: Taken<D>| match t {
         Taken::Host(host) => host,
@@ -220,11 +244,12 @@ fn run<const D: usize, const R: usize, const K: usize>(
         b
     });
     count_copies(usize::from(param.is_shared()) + states.iter().filter(|s| s.is_shared()).count());
-    kernel::for_each(
+    let counted = kernel::for_each(
         param.slice_mut(),
         reads.each_ref().map(HostBuffer::slice),
         states.each_mut().map(HostBuffer::slice_mut),
         update,
     );
-    Fused::Done(param.into_tensor(), states.map(HostBuffer::into_tensor))
+    let done = Fused::Done(param.into_tensor(), states.map(HostBuffer::into_tensor));
+    (done, counted)
 }
