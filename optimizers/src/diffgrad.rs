@@ -114,10 +114,11 @@ impl DiffGrad {
             let g = if decays { g + *p * wd } else { g };
             *m = *m * b1 + g * f1;
             *v = *v * b2 + g * g * f2;
-            // exp as arithmetic (within 2 ulp of libm's) so the loop vectorises.
-            let friction = 1.0 / (exp_nonpositive(-(*prev - g).abs()) + 1.0);
+            // exp as arithmetic (within 2 ulp of libm's) so the loop vectorises; the friction's
+            // reciprocal is folded into the denominator (one division instead of two).
+            let friction_inv = exp_nonpositive(-(*prev - g).abs()) + 1.0;
             *prev = g;
-            *p -= (*m * friction) / (v.sqrt() + eps) * step_size;
+            *p -= *m / ((v.sqrt() + eps) * friction_inv) * step_size;
         }
     }
 
