@@ -31,7 +31,8 @@ use burn::optim::{LearningRate, Optimizer};
 use burn::tensor::{Device, Tensor};
 
 use crate::RecordState;
-use crate::fused::{Fused, StepInputs, try_step};
+use crate::fused::rule::{AdaBeliefConstants, DeviceRule};
+use crate::fused::{Fused, StepInputs, try_step, try_step_on};
 use crate::validate::{Check, InvalidConfig, assert_finite_lr, config_constructors};
 
 /// Configuration of [`AdaBelief`]; defaults are those of `adabelief-pytorch==0.2.1`.
@@ -163,7 +164,10 @@ impl AdaBelief {
         &self,
         lr: LearningRate,
         kind: StepKind,
-    ) -> impl Fn(&mut f32, f32, &mut f32, &mut f32, Option<&mut f32>) + Sync + Copy {
+    ) -> (
+        impl Fn(&mut f32, f32, &mut f32, &mut f32, Option<&mut f32>) + Sync + Copy,
+        AdaBeliefConstants,
+    ) {
         let (b1, b2) = (self.beta_1 as f32, self.beta_2 as f32);
         let (f1, f2) = ((1.0 - self.beta_1) as f32, (1.0 - self.beta_2) as f32);
         let eps = self.epsilon as f32;
@@ -180,7 +184,16 @@ impl AdaBelief {
             StepKind::Skip => (0.0, 1.0, 0.0),
         };
         let max_in_denominator = !self.rectify;
-        move |p: &mut f32, g: f32, m: &mut f32, s: &mut f32, max: Option<&mut f32>| {
+        let constants = AdaBeliefConstants {
+            moments: [b1, b2, f1, f2],
+            eps,
+            coupled,
+            theta_scale,
+            denom_scale,
+            adaptive_size,
+            sgd_size,
+        };
+        let update = move |p: &mut f32, g: f32, m: &mut f32, s: &mut f32, max: Option<&mut f32>| {
             let theta = *p;
             let g = g + theta * coupled;
             *m = *m * b1 + g * f1;
@@ -195,7 +208,8 @@ impl AdaBelief {
             };
             let denom = s_used.sqrt() * denom_scale + eps;
             *p = theta * theta_scale - (*m / denom) * adaptive_size - *m * sgd_size;
-        }
+        };
+        (update, constants)
     }
 
     /// The tensor-op step (every backend).
@@ -291,7 +305,7 @@ impl Optimizer for AdaBelief {
                 reads: [grad],
                 states: [exp_avg, exp_avg_var, max_exp_avg_var],
             };
-            let element = self.fused_update(lr, kind);
+            let (element, _) = self.fused_update(lr, kind);
             let update = move |p: &mut f32, [g]: [f32; 1], [m, s, max]: &mut [f32; 3]| {
                 element(p, g, m, s, Some(max))
             };
@@ -312,10 +326,11 @@ impl Optimizer for AdaBelief {
                 reads: [grad],
                 states: [exp_avg, exp_avg_var],
             };
-            let element = self.fused_update(lr, kind);
+            let (element, constants) = self.fused_update(lr, kind);
             let update =
                 move |p: &mut f32, [g]: [f32; 1], [m, s]: &mut [f32; 2]| element(p, g, m, s, None);
-            match try_step(inputs, [0.0, 0.0], &update) {
+            let rule = DeviceRule::AdaBelief(constants);
+            match try_step_on(inputs, [0.0, 0.0], &update, rule) {
                 Fused::Done(tensor, [m, s]) => (tensor, rebuild(time, [Some(m), Some(s)], None)),
                 Fused::Declined(back) => {
                     let [grad] = back.reads;

@@ -21,7 +21,8 @@ use burn::optim::{LearningRate, Optimizer};
 use burn::tensor::{Device, Tensor};
 
 use crate::RecordState;
-use crate::fused::{Fused, StepInputs, try_step};
+use crate::fused::rule::{AdaGradConstants, DeviceRule};
+use crate::fused::{Fused, StepInputs, try_step_on};
 use crate::validate::{Check, InvalidConfig, assert_finite_lr, config_constructors};
 
 /// Configuration of [`AdaGradInit`]; defaults are those of `torch.optim.Adagrad`.
@@ -141,7 +142,13 @@ impl Optimizer for AdaGradInit {
             states: [sum],
         };
         let init = [self.initial_accumulator_value as f32];
-        match try_step(inputs, init, &update) {
+        let rule = DeviceRule::AdaGrad(AdaGradConstants {
+            eps,
+            weight_decay: wd,
+            decays,
+            clr,
+        });
+        match try_step_on(inputs, init, &update, rule) {
             Fused::Done(tensor, [sum]) => (tensor, Some(AdaGradInitState { time, sum })),
             Fused::Declined(back) => {
                 let [grad] = back.reads;

@@ -37,7 +37,8 @@ use burn::tensor::{Device, Tensor};
 
 use crate::curvature::hutchinson::hutchinson_diagonal;
 use crate::curvature::hvp::StepSize;
-use crate::fused::{Fused, StepInputs, try_step};
+use crate::fused::rule::{AdaHessianConstants, DeviceRule};
+use crate::fused::{Fused, StepInputs, try_step_on};
 use crate::module_state::FlatStates;
 use crate::module_state::{counted_record, from_counted_record};
 use crate::record::{ModuleState, StateRecord};
@@ -260,7 +261,15 @@ impl ModuleMapper for StepMapper<'_> {
                         reads: [grad, h.clone()],
                         states: [Some(m), Some(v)],
                     };
-                    match try_step(inputs, [0.0; 2], &update) {
+                    let rule = DeviceRule::AdaHessian(AdaHessianConstants {
+                        moments: [beta_1, beta_2, fraction_1, fraction_2],
+                        bias_2: bias,
+                        eps,
+                        step: step_32,
+                        keep,
+                        decays,
+                    });
+                    match try_step_on(inputs, [0.0; 2], &update, rule) {
                         Fused::Done(theta, [m, v]) => {
                             return (theta, vec![m, v, h.clone()]);
                         }

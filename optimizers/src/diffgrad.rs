@@ -30,7 +30,8 @@ use burn::tensor::{Device, Tensor};
 
 use crate::RecordState;
 use crate::fused::math::exp_nonpositive;
-use crate::fused::{Fused, StepInputs, try_step};
+use crate::fused::rule::{DeviceRule, DiffGradConstants};
+use crate::fused::{Fused, StepInputs, try_step_on};
 use crate::validate::{Check, InvalidConfig, assert_finite_lr, config_constructors};
 
 /// Configuration of [`DiffGrad`]; defaults are those of the official `diffGrad_v2.py`.
@@ -99,18 +100,28 @@ impl DiffGrad {
     }
 
     /// One element of the step, the tensor-op path's f32 operations in the same order
-    /// (`[m, v, g_prev]`).
+    /// (`[m, v, g_prev]`), and the same step for the device kernel.
     fn fused_update(
         &self,
         lr: LearningRate,
         time: usize,
-    ) -> impl Fn(&mut f32, [f32; 1], &mut [f32; 3]) + Sync + Copy {
+    ) -> (
+        impl Fn(&mut f32, [f32; 1], &mut [f32; 3]) + Sync + Copy,
+        DeviceRule,
+    ) {
         let (b1, b2) = (self.beta_1 as f32, self.beta_2 as f32);
         let (f1, f2) = ((1.0 - self.beta_1) as f32, (1.0 - self.beta_2) as f32);
         let (eps, wd) = (self.epsilon as f32, self.weight_decay as f32);
         let decays = self.weight_decay != 0.0;
         let step_size = self.step_size(lr, time) as f32;
-        move |p: &mut f32, [g]: [f32; 1], [m, v, prev]: &mut [f32; 3]| {
+        let rule = DeviceRule::DiffGrad(DiffGradConstants {
+            moments: [b1, b2, f1, f2],
+            eps,
+            weight_decay: wd,
+            decays,
+            step_size,
+        });
+        let update = move |p: &mut f32, [g]: [f32; 1], [m, v, prev]: &mut [f32; 3]| {
             let g = if decays { g + *p * wd } else { g };
             *m = *m * b1 + g * f1;
             *v = *v * b2 + g * g * f2;
@@ -119,7 +130,8 @@ impl DiffGrad {
             let friction_inv = exp_nonpositive(-(*prev - g).abs()) + 1.0;
             *prev = g;
             *p -= *m / ((v.sqrt() + eps) * friction_inv) * step_size;
-        }
+        };
+        (update, rule)
     }
 
     /// The tensor-op step (every backend).
@@ -185,7 +197,8 @@ impl Optimizer for DiffGrad {
             reads: [grad],
             states,
         };
-        match try_step(inputs, [0.0; 3], &self.fused_update(lr, time)) {
+        let (update, rule) = self.fused_update(lr, time);
+        match try_step_on(inputs, [0.0; 3], &update, rule) {
             Fused::Done(tensor, [exp_avg, exp_avg_sq, previous_grad]) => {
                 let state = DiffGradState {
                     time,

@@ -32,7 +32,8 @@ use burn::tensor::{Device, Tensor};
 
 use crate::curvature::hutchinson::hutchinson_diagonal;
 use crate::curvature::hvp::StepSize;
-use crate::fused::{Fused, StepInputs, try_step_counting};
+use crate::fused::rule::{DeviceRule, SophiaConstants};
+use crate::fused::{Fused, StepInputs, try_step_counting_on};
 use crate::host::host_sum;
 use crate::module_state::{FlatStates, UnclippedCounter, counted_record, from_counted_record};
 use crate::record::{ModuleState, StateRecord};
@@ -199,7 +200,18 @@ impl ModuleMapper for SophiaGMapper<'_> {
                 *p = theta - ratio.clamp(-1.0, 1.0) * lr_32;
                 u32::from(ratio.abs() < 1.0)
             };
-            let (theta, grad, state) = match fused_pair(theta, grad, state, counter, &update) {
+            let device = (
+                SophiaConstants::G {
+                    beta: [beta, fraction],
+                    keep,
+                    scale,
+                    lr: lr_32,
+                },
+                1.0,
+                |m: Tensor<D>, h: Tensor<D>| m / h.mul_scalar(c.rho as f64 * bs).add_scalar(1e-15),
+            );
+            let fused = fused_pair(theta, grad, state, counter, &update, device);
+            let (theta, grad, state) = match fused {
                 Ok(done) => return done,
                 Err(back) => *back,
             };
@@ -223,12 +235,20 @@ type Declined<const D: usize> = Box<(Tensor<D>, Tensor<D>, Option<Vec<Tensor<D>>
 /// the first state in place and counts the unclipped coordinates into `counter`. Returns the new
 /// parameter and state, or the inputs back when the fused path does not apply (always on the
 /// first step: the state does not exist yet, and the tensor-op path creates it).
+///
+/// On a CubeCL device `rule`'s kernel runs instead; it does not count, so the count is taken from
+/// the new state with `ratio(first, h)` (the tensor-op path's clipped quantity) and `limit`.
 fn fused_pair<const D: usize>(
     theta: Tensor<D>,
     grad: Tensor<D>,
     state: Option<Vec<Tensor<D>>>,
     counter: &mut UnclippedCounter,
     update: &(impl Fn(&mut f32, [f32; 2], &mut [f32; 1]) -> u32 + Sync + Copy),
+    device: (
+        SophiaConstants,
+        f64,
+        impl Fn(Tensor<D>, Tensor<D>) -> Tensor<D>,
+    ),
 ) -> Result<(Tensor<D>, Vec<Tensor<D>>), Declined<D>> {
     let Some(mut state) = state else {
         return Err(Box::new((theta, grad, None)));
@@ -242,9 +262,14 @@ fn fused_pair<const D: usize>(
         reads: [grad, h.clone()],
         states: [Some(first)],
     };
-    match try_step_counting(inputs, [0.0], update) {
-        (Fused::Done(theta, [first]), counted) => {
+    let (constants, limit, ratio) = device;
+    match try_step_counting_on(inputs, [0.0], update, DeviceRule::Sophia(constants)) {
+        (Fused::Done(theta, [first]), Some(counted)) => {
             counter.add_counted(counted, total, &h.device());
+            Ok((theta, vec![first, h]))
+        }
+        (Fused::Done(theta, [first]), None) => {
+            counter.add(ratio(first.clone(), h.clone()), limit);
             Ok((theta, vec![first, h]))
         }
         (Fused::Declined(back), _) => {
@@ -424,7 +449,24 @@ impl ModuleMapper for SophiaHMapper<'_> {
                 *p -= (u + *p * wd) * lr_32;
                 counted
             };
-            let (theta, grad, state) = match fused_pair(theta, grad, state, counter, &update) {
+            let device = (
+                SophiaConstants::H {
+                    beta: [beta, fraction],
+                    bias,
+                    gamma,
+                    eps,
+                    limit,
+                    wd,
+                    lr: lr_32,
+                },
+                c.clip_threshold as f64,
+                |mu: Tensor<D>, h: Tensor<D>| {
+                    let precond = h.mul_scalar(c.gamma as f64).clamp_min(c.epsilon as f64);
+                    mu.div_scalar(bias_1) / precond
+                },
+            );
+            let fused = fused_pair(theta, grad, state, counter, &update, device);
+            let (theta, grad, state) = match fused {
                 Ok(done) => return done,
                 Err(back) => *back,
             };

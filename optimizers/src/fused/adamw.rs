@@ -23,7 +23,8 @@ use burn::optim::{
 };
 use burn::tensor::{Device, Tensor};
 
-use super::{Fused, StepInputs, try_step};
+use super::rule::{AdamConstants, DeviceRule};
+use super::{Fused, StepInputs, try_step, try_step_on};
 
 /// [`FusedAdamW`]'s configuration: the fields and defaults of Burn's `AdamWConfig` (β = 0.9 /
 /// 0.999, ε = 1e-5, weight decay 1e-4).
@@ -162,6 +163,11 @@ impl Constants {
         }
     }
 
+    /// `[β1, β2, 1 − β1, 1 − β2]`, as the device kernel takes them.
+    fn array(&self) -> [f32; 4] {
+        [self.beta_1, self.beta_2, self.factor_1, self.factor_2]
+    }
+
     /// The moment updates shared by Adam and AdamW; returns the v used in the denominator.
     #[inline(always)]
     fn moments(&self, g: f32, m: &mut f32, v: &mut f32, v_max: Option<&mut f32>) -> f32 {
@@ -213,6 +219,7 @@ fn fused_moments<const D: usize>(
     grad: Tensor<D>,
     state: Option<AdaptiveMomentumState<D>>,
     update2: impl Fn(&mut f32, f32, &mut f32, &mut f32, Option<&mut f32>) + Sync + Copy,
+    rule: DeviceRule,
 ) -> Result<(Tensor<D>, AdaptiveMomentumState<D>), Box<Declined<D>>> {
     let (time, [m, v, max]) = split(state);
     let time = time + 1;
@@ -242,7 +249,7 @@ fn fused_moments<const D: usize>(
         };
         let update =
             move |p: &mut f32, [g]: [f32; 1], [m, v]: &mut [f32; 2]| update2(p, g, m, v, None);
-        match try_step(inputs, [0.0, 0.0], &update) {
+        match try_step_on(inputs, [0.0, 0.0], &update, rule) {
             Fused::Done(p, [m, v]) => Ok((p, join(time, [Some(m), Some(v), max]).expect("m, v"))),
             Fused::Declined(back) => {
                 let [m, v] = back.states;
@@ -286,7 +293,23 @@ impl Optimizer for FusedAdamW {
             };
             *p = decayed - delta * lr_32;
         };
-        match fused_moments(c.amsgrad, tensor, grad, state.map(|s| s.momentum), update) {
+        // The device kernel covers AdamW without cautious decay (AMSGrad: host loop only).
+        let rule = if cautious && decay_rate != 0.0 {
+            DeviceRule::None
+        } else {
+            DeviceRule::Adam(AdamConstants {
+                moments: moments.array(),
+                scale_1: bias_1,
+                scale_2: bias_2,
+                eps,
+                lr: lr_32,
+                decay: keep,
+                decays: decay_rate != 0.0,
+                decoupled: true,
+            })
+        };
+        let momentum = state.map(|s| s.momentum);
+        match fused_moments(c.amsgrad, tensor, grad, momentum, update, rule) {
             Ok((p, momentum)) => (p, Some(AdamWState { momentum })),
             Err(back) => {
                 let (tensor, grad, momentum) = *back;
@@ -333,7 +356,18 @@ impl Optimizer for FusedAdam {
             let delta = (*m * combined) / (v_used.sqrt() + eps);
             *p -= delta * lr_32;
         };
-        match fused_moments(c.amsgrad, tensor, grad, state.map(|s| s.momentum), update) {
+        let rule = DeviceRule::Adam(AdamConstants {
+            moments: moments.array(),
+            scale_1: combined,
+            scale_2: 1.0,
+            eps,
+            lr: lr_32,
+            decay: penalty.unwrap_or(0.0),
+            decays: penalty.is_some(),
+            decoupled: false,
+        });
+        let momentum = state.map(|s| s.momentum);
+        match fused_moments(c.amsgrad, tensor, grad, momentum, update, rule) {
             Ok((p, momentum)) => (p, Some(AdamState { momentum })),
             Err(back) => {
                 let (tensor, grad, momentum) = *back;

@@ -25,7 +25,8 @@ use burn::optim::{
 use burn::tensor::{Device, Tensor};
 
 use super::adamw::with_clipping;
-use super::{Fused, StepInputs, try_step};
+use super::rule::{AdanConstants, AdanDecay, DeviceRule};
+use super::{Fused, StepInputs, try_step_on};
 
 /// [`FusedAdan`]'s configuration: the fields and defaults of Burn's `AdanConfig` (decays 0.98,
 /// 0.92, 0.99, ε = 1e-8, no weight decay, proximal decay).
@@ -149,7 +150,20 @@ impl Optimizer for FusedAdan {
         let state = |time, [m, v, d, neg]: [Tensor<D>; 4]| {
             AdanState::new(AdaptiveNesterovMomentumState::new(time, m, v, d, neg))
         };
-        match try_step(inputs, [0.0; 4], &update) {
+        let decay = match (no_prox, decay_rate == 0.0) {
+            (_, true) => AdanDecay::None,
+            (true, false) => AdanDecay::Scale(keep),
+            (false, false) => AdanDecay::Proximal(prox),
+        };
+        let rule = DeviceRule::Adan(AdanConstants {
+            decays: [b1, b2, b3, f1, f2, f3],
+            bias: [bias_1, bias_2, bias_3_sqrt],
+            eps,
+            lr: lr_32,
+            first,
+            decay,
+        });
+        match try_step_on(inputs, [0.0; 4], &update, rule) {
             Fused::Done(p, states) => (p, Some(state(time + 1, states))),
             Fused::Declined(back) => {
                 let [grad] = back.reads;

@@ -25,14 +25,18 @@
 //! umbrella crate's features of the same name enable), for plain f32 tensors (not autodiff-held)
 //! that are contiguous in row-major order. The loop runs in chunks on rayon's thread pool, with an
 //! AVX2 copy picked at run time ([`kernel`]). Buffers are copy-on-write: in place when uniquely
-//! owned, copied first when another tensor shares them. Every other case (wgpu/cuda, f16/bf16,
+//! owned, copied first when another tensor shares them. Every other case (other backends, f16/bf16,
 //! transposed or sliced tensors, options the fused loop does not cover such as AMSGrad in Burn's
 //! AdamW) takes the tensor-op path with the same numbers: each fused loop performs the tensor-op
 //! path's f32 operations in the same order, so the two agree to f32 rounding (bit for bit where
 //! both use correctly rounded operations; `exp` may differ by an ulp).
 //!
-//! On wgpu and cuda Burn's fusion already compiles the tensor-op chain of an elementwise update
-//! into few kernels; a hand-written CubeCL kernel is not part of this module yet.
+//! On wgpu and cuda (features `wgpu` / `cuda`) the per-tensor optimizers (Adam, AdamW without
+//! cautious decay, Adan, diffGrad, AdaBelief and AdaGrad, without AMSGrad) run one CubeCL kernel
+//! per tensor step instead ([`cube`]): a Burn backend extension that joins Burn's fusion stream
+//! as one operation, in place when the buffers are not shared. It agrees with the tensor-op path
+//! to f32 rounding (the device's `sqrt`, `exp` and division need not be correctly rounded). The
+//! module-level optimizers keep their tensor-op path on those devices.
 //!
 //! # Observing and forcing the path
 //! [`path_counts`] counts, on the calling thread, how many tensor steps took each path, so tests
@@ -44,9 +48,15 @@ mod host;
 #[cfg(any(feature = "flex", feature = "ndarray"))]
 pub(crate) mod kernel;
 
+#[cfg(feature = "cube")]
+mod cube;
+
 mod adamw;
 mod adan;
 pub(crate) mod math;
+pub(crate) mod rule;
+
+pub(crate) use rule::DeviceRule;
 
 pub use adamw::{FusedAdam, FusedAdamConfig, FusedAdamW, FusedAdamWConfig};
 pub use adan::{FusedAdan, FusedAdanConfig};
@@ -153,34 +163,72 @@ pub(crate) enum Fused<const D: usize, const R: usize, const K: usize> {
 /// Runs `update` on every element as one fused loop, or hands the inputs back
 /// ([`Fused::Declined`]) when the fused path does not apply; counts the path either way, so a
 /// caller that gets them back must run its tensor-op path. States that are `None` start at
-/// `init[k]`.
+/// `init[k]`. Host loop only; [`try_step_on`] also runs a device kernel.
 pub(crate) fn try_step<const D: usize, const R: usize, const K: usize>(
     inputs: StepInputs<D, R, K>,
     init: [f32; K],
     update: &(impl Fn(&mut f32, [f32; R], &mut [f32; K]) + Sync + Copy),
+) -> Fused<D, R, K> {
+    try_step_on(inputs, init, update, DeviceRule::None)
+}
+
+/// [`try_step`] that runs `rule`'s kernel on the CubeCL backends (wgpu, cuda) when firebox-optim
+/// is built with them; `update` and `rule` must describe the same step.
+pub(crate) fn try_step_on<const D: usize, const R: usize, const K: usize>(
+    inputs: StepInputs<D, R, K>,
+    init: [f32; K],
+    update: &(impl Fn(&mut f32, [f32; R], &mut [f32; K]) + Sync + Copy),
+    rule: DeviceRule,
 ) -> Fused<D, R, K> {
     let update = *update;
     let counting = move |p: &mut f32, r: [f32; R], s: &mut [f32; K]| {
         update(p, r, s);
         0
     };
-    try_step_counting(inputs, init, &counting).0
+    try_step_counting_on(inputs, init, &counting, rule).0
 }
 
-/// [`try_step`] with an update that counts elements (returns 1 for those it counts); the count
-/// is 0 when the step was declined.
-pub(crate) fn try_step_counting<const D: usize, const R: usize, const K: usize>(
+/// [`try_step_on`] with an update that counts elements (returns 1 for those it counts): the
+/// count of the host loop, 0 when the step was declined, `None` when a device kernel ran (it
+/// does not count; the caller counts from the new state with tensor ops).
+pub(crate) fn try_step_counting_on<const D: usize, const R: usize, const K: usize>(
     inputs: StepInputs<D, R, K>,
     init: [f32; K],
     update: &(impl Fn(&mut f32, [f32; R], &mut [f32; K]) -> u32 + Sync + Copy),
-) -> (Fused<D, R, K>, usize) {
+    rule: DeviceRule,
+) -> (Fused<D, R, K>, Option<usize>) {
     let result = if fallback_forced() {
-        (Fused::Declined(inputs), 0)
+        (Fused::Declined(inputs), Some(0))
     } else {
-        run(inputs, init, update)
+        match on_device(inputs, init, rule) {
+            Ok(done) => (done, None),
+            Err(inputs) => {
+                let (fused, counted) = run(inputs, init, update);
+                (fused, Some(counted))
+            }
+        }
     };
     count(matches!(result.0, Fused::Done(..)));
     result
+}
+
+/// The device kernel of `rule` ([`cube`]), or the inputs back.
+#[cfg(feature = "cube")]
+fn on_device<const D: usize, const R: usize, const K: usize>(
+    inputs: StepInputs<D, R, K>,
+    init: [f32; K],
+    rule: DeviceRule,
+) -> Result<Fused<D, R, K>, StepInputs<D, R, K>> {
+    cube::try_step(inputs, init, rule)
+}
+
+#[cfg(not(feature = "cube"))]
+fn on_device<const D: usize, const R: usize, const K: usize>(
+    inputs: StepInputs<D, R, K>,
+    _init: [f32; K],
+    _rule: DeviceRule,
+) -> Result<Fused<D, R, K>, StepInputs<D, R, K>> {
+    Err(inputs)
 }
 
 #[cfg(not(any(feature = "flex", feature = "ndarray")))]
