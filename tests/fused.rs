@@ -531,3 +531,166 @@ fn adagrad_norm_fused_matches_its_tensor_op_path() {
         );
     }
 }
+
+/// Per-row AdaGrad-Norm's parameter kinds, visited in this order: a matrix `w`, a vector `b`
+/// (coupled to `w`'s rows when they divide), a convolution kernel `k` and a 3-D `t` whose first
+/// and last dimensions equal `k`'s rows (the pooled term broadcast along the last axis).
+#[derive(burn::module::Module, Debug)]
+struct RowNet {
+    w: burn::module::Param<Tensor<2>>,
+    b: burn::module::Param<Tensor<1>>,
+    k: burn::module::Param<Tensor<4>>,
+    t: burn::module::Param<Tensor<3>>,
+}
+
+/// A parameter of `shape` (on `device`'s autodiff device) from the test's host RNG.
+fn random_param<const D: usize>(
+    shape: [usize; D],
+    seed: u64,
+    device: &Device,
+) -> burn::module::Param<Tensor<D>> {
+    let numel = shape.iter().product();
+    let value = normal([1, numel], seed, 1.0, &device.clone().autodiff()).reshape(shape);
+    burn::module::Param::initialized(burn::module::ParamId::new(), value)
+}
+
+/// A gradient of `param`'s shape from the test's host RNG (on the device without autodiff).
+fn register_grad<const D: usize>(
+    grads: &mut GradientsParams,
+    param: &burn::module::Param<Tensor<D>>,
+    seed: u64,
+) {
+    let device = param.val().device().without_autodiff();
+    let shape = param.dims();
+    let numel = shape.iter().product();
+    grads.register(
+        param.id,
+        normal([1, numel], seed, 0.1, &device).reshape(shape),
+    );
+}
+
+/// The bits of every value of `t`.
+fn bits<const D: usize>(t: Tensor<D>) -> Vec<u32> {
+    t.into_data()
+        .try_to_vec::<f32>()
+        .expect("f32")
+        .into_iter()
+        .map(f32::to_bits)
+        .collect()
+}
+
+/// Runs `run` on both paths on every backend: bit for bit the same values, `fused_steps` fused
+/// tensor steps on the CPU backends (none elsewhere, where every step falls back).
+fn check_bitwise(name: &str, fused_steps: usize, run: impl Fn(&Device) -> Vec<Vec<u32>>) {
+    for (backend, device) in common::devices() {
+        let before = path_counts();
+        let fused = run(&device);
+        let ran = path_counts() - before;
+        let tensor_ops = with_fallback(|| run(&device));
+        let fallback_ran = path_counts() - before - ran;
+        let expected = if fuses(backend) {
+            (fused_steps, 0)
+        } else {
+            (0, fused_steps)
+        };
+        assert_eq!((ran.fused, ran.fallback), expected, "{name} on {backend}");
+        assert_eq!(ran.copied, 0, "{name} on {backend}: copied buffers");
+        assert_eq!(
+            (fallback_ran.fused, fallback_ran.fallback),
+            (0, fused_steps),
+            "{name} on {backend}: with_fallback must force the tensor-op path"
+        );
+        for (i, (a, b)) in fused.iter().zip(&tensor_ops).enumerate() {
+            let differ = a.iter().zip(b).filter(|(x, y)| x != y).count();
+            assert_eq!(
+                differ, 0,
+                "{name} on {backend}: tensor {i}, {differ} values differ from the tensor-op path"
+            );
+        }
+        common::report(&format!(
+            "[firebox tests] fused {name} {backend}: bit-identical to the tensor-op path, {:?}",
+            ran
+        ));
+    }
+}
+
+#[test]
+fn per_row_adagrad_norm_fused_is_bit_identical_to_its_tensor_op_path() {
+    use firebox::optim::adagrad_norm::{AdaGradNormConfig, Granularity, MatrixRows};
+
+    const ROW_STEPS: usize = 4;
+    for rows in [MatrixRows::Axis0, MatrixRows::Axis1] {
+        for (momentum, wd, lr_decay) in [(0.0, 0.0, 0.0), (0.9, 0.01, 0.1)] {
+            let name = format!("per-row AdaGrad-Norm {rows:?} momentum {momentum} wd {wd}");
+            // Every parameter, every step: the matrix and the kernel with the broadcast
+            // accumulator, the vector and the 3-D tensor per element.
+            check_bitwise(&name, 4 * ROW_STEPS, |device| {
+                let mut optim = AdaGradNormConfig::new()
+                    .with_granularity(Granularity::PerRow)
+                    .with_matrix_rows(rows)
+                    .with_momentum(momentum)
+                    .with_weight_decay(wd)
+                    .with_lr_decay(lr_decay)
+                    .init();
+                // 300·450 and 16·8·40·40 elements: split across threads.
+                let mut m = RowNet {
+                    w: random_param([300, 450], 1, device),
+                    b: random_param([450], 2, device),
+                    k: random_param([16, 8, 40, 40], 3, device),
+                    t: random_param([16, 5, 16], 4, device),
+                };
+                for step in 0..ROW_STEPS as u64 {
+                    let mut grads = GradientsParams::new();
+                    register_grad(&mut grads, &m.w, 10 + step);
+                    register_grad(&mut grads, &m.b, 20 + step);
+                    register_grad(&mut grads, &m.k, 30 + step);
+                    register_grad(&mut grads, &m.t, 40 + step);
+                    m = optim.step(0.05, m, grads);
+                }
+                vec![
+                    bits(m.w.val()),
+                    bits(m.b.val()),
+                    bits(m.k.val()),
+                    bits(m.t.val()),
+                ]
+            });
+        }
+    }
+}
+
+#[test]
+fn mfac_fused_is_bit_identical_to_its_tensor_op_path() {
+    use burn::nn::LinearConfig;
+    use firebox::optim::mfac::MfacConfig;
+
+    // 6 steps through a window of 4: the ring buffer wraps and the inverse is refactored.
+    const MFAC_STEPS: usize = 6;
+    for (momentum, wd) in [(0.0, 0.0), (0.9, 0.01)] {
+        // Per step: the direction, θ −= lr·x for the weight and the bias, and with weight decay
+        // g + wd·θ for both.
+        let per_step = 3 + if wd > 0.0 { 2 } else { 0 };
+        check_bitwise(
+            &format!("M-FAC momentum {momentum} wd {wd}"),
+            per_step * MFAC_STEPS,
+            |device| {
+                let mut optim = MfacConfig::new()
+                    .with_ngrads(4)
+                    .with_damp(0.1)
+                    .with_momentum(momentum)
+                    .with_weight_decay(wd)
+                    .init();
+                // Host-generated values: the same on both paths.
+                let mut m = LinearConfig::new(300, 450).init(&device.clone().autodiff());
+                m.weight = random_param([300, 450], 1, device);
+                m.bias = Some(random_param([450], 2, device));
+                for step in 0..MFAC_STEPS as u64 {
+                    let mut grads = GradientsParams::new();
+                    register_grad(&mut grads, &m.weight, 10 + step);
+                    register_grad(&mut grads, m.bias.as_ref().expect("bias"), 20 + step);
+                    m = optim.step(0.05, m, grads);
+                }
+                vec![bits(m.weight.val()), bits(m.bias.expect("bias").val())]
+            },
+        );
+    }
+}

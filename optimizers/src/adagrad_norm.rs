@@ -39,6 +39,16 @@
 //! - `den = sqrt(acc) + eps` (eps 1e-10, hard-coded in the reference), then the same update as
 //!   above, with each parameter's own step count `t` (the reference's `state['step']`).
 //!
+//! ## Fused step
+//! On flex and ndarray the elementwise part of the per-row step is one pass
+//! ([`crate::fused`]), bit-identical to the tensor ops it replaces (the same f32 operations in the
+//! same order): for a 2-D/4-D parameter, the momentum EMA, `θ −= (buf or g)/den · clr` and the
+//! weight-decay term, reading `den = sqrt(acc) + eps` per row (or per column with
+//! [`MatrixRows::Axis1`]); the row norms `Σ_i g²`, the accumulator and `den` (one entry per row)
+//! stay tensor ops, since a reduction in the pass would sum in another order than the backends'
+//! `sum_dim` and so not be bit-identical. For any other rank the pass also does `acc += g²` and
+//! `den`; the pooled term of the previous rows is added first as tensor ops.
+//!
 //! State is saved and restored with [`ModuleState`]. Per-row state lives on the device; a step
 //! reads back one number (the global gradient norm, to
 //! reject NaN/Inf before anything is updated).
@@ -63,7 +73,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 
 use crate::clip::grad_norm;
-use crate::fused::{Fused, StepInputs, try_step};
+use crate::fused::{Fused, StepInputs, try_step, try_step_broadcast};
 use crate::module_state::{FlatStates, counted_record, from_counted_record, map_value};
 use crate::record::{ModuleState, StateRecord};
 use crate::validate::{Check, InvalidConfig, assert_finite_lr};
@@ -390,9 +400,9 @@ impl PerRowMapper<'_> {
         (acc, view, den_shape)
     }
 
-    /// The per-element accumulator of a parameter of any other rank after this step: the
-    /// reference's `try: acc += prev.view(n, -1).mean(1)` (with PyTorch's broadcasting) and then
-    /// `acc += g²`.
+    /// The per-element accumulator of a parameter of any other rank before this step's `g²`:
+    /// the previous one (or the initial value) after the reference's
+    /// `try: acc += prev.view(n, -1).mean(1)` (with PyTorch's broadcasting); the caller adds `g²`.
     fn element_accumulator<const D: usize>(
         &self,
         grad: &Tensor<D>,
@@ -424,7 +434,7 @@ impl PerRowMapper<'_> {
                 // `except` adds only g².
             }
         }
-        acc + grad.clone().reshape([numel]).square()
+        acc
     }
 }
 
@@ -449,41 +459,216 @@ impl ModuleMapper for PerRowMapper<'_> {
             .unwrap_or_default()
             .into_iter();
         let (previous_acc, previous_buf) = (state.next(), state.next());
-
-        // The accumulator after this step, and `den = sqrt(acc) + eps` in a 2-D view `[R, C]`
-        // of the parameter in which it broadcasts.
-        let eps = self.config.epsilon;
-        let (acc, view, den) = if D == 2 || D == 4 {
-            let (acc, view, den_shape) = self.row_accumulator(&grad, previous_acc);
-            let den = acc.clone().sqrt().add_scalar(eps).reshape(den_shape);
-            (acc, view, den)
-        } else {
-            let acc = self.element_accumulator(&grad, previous_acc);
-            let den = acc.clone().sqrt().add_scalar(eps).reshape([1, numel]);
-            (acc, [1, numel], den)
+        let update = PerRowUpdate {
+            clr,
+            momentum: self.config.momentum,
+            decay: clr * self.config.weight_decay,
+            eps: self.config.epsilon,
         };
 
-        let (momentum, decay) = (self.config.momentum, clr * self.config.weight_decay);
+        let mut stored = Vec::new();
+        let param = if D == 2 || D == 4 {
+            // The row norms are a reduction (tensor ops); the accumulator and `den` have one entry
+            // per row. The elementwise update reads `den` broadcast over the `[R, C]` view.
+            let (acc, view, den_shape) = self.row_accumulator(&grad, previous_acc);
+            let den = acc.clone().sqrt().add_scalar(update.eps).reshape(den_shape);
+            map_value(param, |theta| {
+                let buf = previous_buf.map(|b| b.reshape(dims));
+                let (theta, buf) = match update.fused_rows(theta, grad, buf, view, den.clone()) {
+                    Ok(done) => done,
+                    Err(back) => {
+                        let (theta, grad, buf) = *back;
+                        update.tensor_ops(theta, grad, buf, view, den)
+                    }
+                };
+                stored = [acc]
+                    .into_iter()
+                    .chain(buf.map(|b| b.reshape([numel])))
+                    .collect();
+                theta
+            })
+        } else {
+            // Per element: the pooled term of the previous rows (if any) as tensor ops, then one
+            // pass for `acc += g²`, `den` and the update.
+            let acc = self.element_accumulator(&grad, previous_acc);
+            map_value(param, |theta| {
+                let (acc, buf) = (acc.reshape(dims), previous_buf.map(|b| b.reshape(dims)));
+                let (theta, state) = match update.fused_elements(theta, grad, acc, buf) {
+                    Ok(done) => done,
+                    Err(back) => {
+                        let (theta, grad, acc, buf) = *back;
+                        let acc = acc + grad.clone().square();
+                        let den = acc
+                            .clone()
+                            .sqrt()
+                            .add_scalar(update.eps)
+                            .reshape([1, numel]);
+                        let (theta, buf) = update.tensor_ops(theta, grad, buf, [1, numel], den);
+                        (theta, [acc].into_iter().chain(buf).collect())
+                    }
+                };
+                stored = state.into_iter().map(|t| t.reshape([numel])).collect();
+                theta
+            })
+        };
+        self.states.insert(id, stored);
+        param
+    }
+}
+
+/// The inputs handed back when a fused per-row step does not apply: θ, g and the momentum
+/// buffer.
+type DeclinedRows<const D: usize> = Box<(Tensor<D>, Tensor<D>, Option<Tensor<D>>)>;
+
+/// The inputs handed back when a fused per-element step does not apply: θ, g, the accumulator
+/// before `g²` and the momentum buffer.
+type DeclinedElements<const D: usize> = Box<(Tensor<D>, Tensor<D>, Tensor<D>, Option<Tensor<D>>)>;
+
+/// The elementwise part of one parameter's per-row step, after its accumulator: with
+/// `den = sqrt(acc) + eps`,
+/// `buf = μ·buf + (1−μ)·g` (when μ > 0), `θ −= (buf or g)/den · clr`, then `θ −= decay·g`.
+#[derive(Clone, Copy)]
+struct PerRowUpdate {
+    clr: f64,
+    momentum: f64,
+    /// `clr·weight_decay`.
+    decay: f64,
+    eps: f64,
+}
+
+impl PerRowUpdate {
+    /// The tensor-op path, in the `[R, C]` view in which `den` broadcasts; the new θ (in θ's
+    /// shape) and the momentum buffer (when μ > 0).
+    fn tensor_ops<const D: usize>(
+        self,
+        theta: Tensor<D>,
+        grad: Tensor<D>,
+        buf: Option<Tensor<D>>,
+        view: [usize; 2],
+        den: Tensor<2>,
+    ) -> (Tensor<D>, Option<Tensor<D>>) {
+        let dims = theta.dims();
         let grad_view = grad.reshape(view);
-        let (direction, buf) = if momentum > 0.0 {
-            let buf = match previous_buf {
+        let (direction, buf) = if self.momentum > 0.0 {
+            let buf = match buf {
                 Some(buf) => buf.reshape(view),
                 None => grad_view.zeros_like(),
             };
-            let buf = buf.mul_scalar(momentum) + grad_view.clone().mul_scalar(1.0 - momentum);
-            (buf.clone(), Some(buf.reshape([numel])))
+            let buf =
+                buf.mul_scalar(self.momentum) + grad_view.clone().mul_scalar(1.0 - self.momentum);
+            (buf.clone(), Some(buf.reshape(dims)))
         } else {
             (grad_view.clone(), None)
         };
-        let param = map_value(param, |theta| {
-            let mut theta = theta.reshape(view) - (direction / den).mul_scalar(clr);
-            if decay != 0.0 {
-                theta = theta - grad_view.mul_scalar(decay);
+        let mut theta = theta.reshape(view) - (direction / den).mul_scalar(self.clr);
+        if self.decay != 0.0 {
+            theta = theta - grad_view.mul_scalar(self.decay);
+        }
+        (theta.reshape(dims), buf)
+    }
+
+    /// The same f32 operations as [`tensor_ops`](Self::tensor_ops) in one pass, `den` read
+    /// broadcast over the `[R, C]` view (`[R, 1]` or `[1, C]`); or the inputs back.
+    fn fused_rows<const D: usize>(
+        self,
+        theta: Tensor<D>,
+        grad: Tensor<D>,
+        buf: Option<Tensor<D>>,
+        view: [usize; 2],
+        den: Tensor<2>,
+    ) -> Result<(Tensor<D>, Option<Tensor<D>>), DeclinedRows<D>> {
+        let (clr, decay, decays) = (self.clr as f32, self.decay as f32, self.decay != 0.0);
+        if self.momentum > 0.0 {
+            let (mu, fraction) = (self.momentum as f32, (1.0 - self.momentum) as f32);
+            let update = move |p: &mut f32, [g]: [f32; 1], den: f32, [buf]: &mut [f32; 1]| {
+                *buf = *buf * mu + g * fraction;
+                let stepped = *p - (*buf / den) * clr;
+                *p = if decays { stepped - g * decay } else { stepped };
+            };
+            let inputs = StepInputs {
+                param: theta,
+                reads: [grad],
+                states: [buf],
+            };
+            match try_step_broadcast(inputs, view, den, [0.0], &update) {
+                Fused::Done(theta, [buf]) => Ok((theta, Some(buf))),
+                Fused::Declined(back) => {
+                    let ([grad], [buf]) = (back.reads, back.states);
+                    Err(Box::new((back.param, grad, buf)))
+                }
             }
-            theta.reshape(dims)
-        });
-        self.states
-            .insert(id, [acc].into_iter().chain(buf).collect());
-        param
+        } else {
+            let update = move |p: &mut f32, [g]: [f32; 1], den: f32, _: &mut [f32; 0]| {
+                let stepped = *p - (g / den) * clr;
+                *p = if decays { stepped - g * decay } else { stepped };
+            };
+            let inputs = StepInputs {
+                param: theta,
+                reads: [grad],
+                states: [],
+            };
+            match try_step_broadcast(inputs, view, den, [], &update) {
+                Fused::Done(theta, []) => Ok((theta, None)),
+                Fused::Declined(back) => {
+                    let [grad] = back.reads;
+                    Err(Box::new((back.param, grad, buf)))
+                }
+            }
+        }
+    }
+
+    /// A per-element step in one pass: `acc += g·g` (the tensor-op path's `acc + g.square()`),
+    /// `den = sqrt(acc) + eps`, then the update of [`tensor_ops`](Self::tensor_ops); the new θ
+    /// and the state `[acc]` or `[acc, buf]`, or the inputs back.
+    fn fused_elements<const D: usize>(
+        self,
+        theta: Tensor<D>,
+        grad: Tensor<D>,
+        acc: Tensor<D>,
+        buf: Option<Tensor<D>>,
+    ) -> Result<(Tensor<D>, Vec<Tensor<D>>), DeclinedElements<D>> {
+        let (clr, decay, decays) = (self.clr as f32, self.decay as f32, self.decay != 0.0);
+        let eps = self.eps as f32;
+        if self.momentum > 0.0 {
+            let (mu, fraction) = (self.momentum as f32, (1.0 - self.momentum) as f32);
+            let update = move |p: &mut f32, [g]: [f32; 1], [acc, buf]: &mut [f32; 2]| {
+                *acc += g * g;
+                let den = acc.sqrt() + eps;
+                *buf = *buf * mu + g * fraction;
+                let stepped = *p - (*buf / den) * clr;
+                *p = if decays { stepped - g * decay } else { stepped };
+            };
+            let inputs = StepInputs {
+                param: theta,
+                reads: [grad],
+                states: [Some(acc), buf],
+            };
+            match try_step(inputs, [0.0; 2], &update) {
+                Fused::Done(theta, [acc, buf]) => Ok((theta, vec![acc, buf])),
+                Fused::Declined(back) => {
+                    let ([grad], [acc, buf]) = (back.reads, back.states);
+                    Err(Box::new((back.param, grad, acc.expect("given"), buf)))
+                }
+            }
+        } else {
+            let update = move |p: &mut f32, [g]: [f32; 1], [acc]: &mut [f32; 1]| {
+                *acc += g * g;
+                let den = acc.sqrt() + eps;
+                let stepped = *p - (g / den) * clr;
+                *p = if decays { stepped - g * decay } else { stepped };
+            };
+            let inputs = StepInputs {
+                param: theta,
+                reads: [grad],
+                states: [Some(acc)],
+            };
+            match try_step(inputs, [0.0], &update) {
+                Fused::Done(theta, [acc]) => Ok((theta, vec![acc])),
+                Fused::Declined(back) => {
+                    let ([grad], [acc]) = (back.reads, back.states);
+                    Err(Box::new((back.param, grad, acc.expect("given"), buf)))
+                }
+            }
+        }
     }
 }

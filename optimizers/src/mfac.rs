@@ -31,6 +31,10 @@
 //! `x = (g − Gᵀc)/λ` is one more O(d·m) product on the device. Memory: `m·d` floats for the
 //! window, `d` for the momentum, plus `2m²` f64 on the host.
 //!
+//! The elementwise work (the coupled decay, `x` with its momentum EMA, and `θ −= lr·x` per
+//! parameter) runs as fused passes on flex and ndarray ([`crate::fused`]), bit-identical to the
+//! tensor ops elsewhere.
+//!
 //! The reference's `sparse` mode (pruned weights) is not provided. Defaults are the reference's:
 //! `ngrads` 1024, `damp` 1e-5, no momentum, no weight decay (its `main_optim.py` trains with lr
 //! 1e-3).
@@ -40,6 +44,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::fused::{Fused, StepInputs, try_step};
 use crate::module_state::map_value;
 use crate::record::{ModuleState, StateRecord};
 use crate::validate::{Check, InvalidConfig, assert_finite_lr};
@@ -126,10 +131,10 @@ impl Mfac {
     /// If the lr is not finite, the set of parameters with gradients differs from the first
     /// step's (the window spans a fixed vector), or the gradient holds NaN/Inf (the window would be
     /// corrupted for the next m steps; [`crate::check::find_non_finite_grad`] names the parameter).
-    pub fn step<M: Module>(&mut self, lr: f64, module: M, grads: GradientsParams) -> M {
+    pub fn step<M: Module>(&mut self, lr: f64, module: M, mut grads: GradientsParams) -> M {
         assert_finite_lr("Mfac", lr);
         let mut flatten = Flatten {
-            grads: &grads,
+            grads: &mut grads,
             weight_decay: self.config.weight_decay,
             layout: Vec::new(),
             parts: Vec::new(),
@@ -158,7 +163,8 @@ impl Mfac {
         );
         let direction = state.direction(g, self.config.damp, self.config.momentum);
         let mut apply = Apply {
-            flat: direction.mul_scalar(lr),
+            flat: direction,
+            lr,
             offset: 0,
             layout: &state.layout,
         };
@@ -214,17 +220,16 @@ impl MfacState {
             &g.device(),
         );
         let correction = coefficients.matmul(self.window.clone()).reshape([d]);
-        let x = (g - correction).div_scalar(damp);
-        if momentum > 0.0 {
-            let v = match self.momentum.take() {
-                Some(v) => v.mul_scalar(momentum) + x.mul_scalar(1.0 - momentum),
-                None => x.mul_scalar(1.0 - momentum),
-            };
-            self.momentum = Some(v.clone());
-            v
+        let previous = if momentum > 0.0 {
+            self.momentum.take()
         } else {
-            x
+            None
+        };
+        let direction = ema_direction(g, correction, previous, damp, momentum);
+        if momentum > 0.0 {
+            self.momentum = Some(direction.clone());
         }
+        direction
     }
 
     /// Sets row and column `slot` of the Gram matrix to `row` and updates the inverse of
@@ -280,6 +285,66 @@ impl MfacState {
             a[k * m + k] += m as f64 * damp;
         }
         self.inverse = spd_inverse(a, m);
+    }
+}
+
+/// `x = (g − c)/λ` and, when μ > 0, the EMA `v = μ·v + (1−μ)·x` (`(1−μ)·x` on the first step):
+/// the direction (v or x). One fused pass over the d values where the fused path applies (writing
+/// into v, or into the correction's fresh buffer on the first step), the same f32 operations as
+/// tensor ops elsewhere; `c = Gᵀ·coefficients` stays a matrix product.
+fn ema_direction(
+    g: Tensor<1>,
+    correction: Tensor<1>,
+    previous: Option<Tensor<1>>,
+    damp: f64,
+    momentum: f64,
+) -> Tensor<1> {
+    let damp_32 = damp as f32;
+    let (mu, fraction) = (momentum as f32, (1.0 - momentum) as f32);
+    let averages = momentum > 0.0;
+    let (g, correction, previous) = match previous {
+        Some(v) => {
+            let update = move |v: &mut f32, [g, c]: [f32; 2], _: &mut [f32; 0]| {
+                *v = *v * mu + ((g - c) / damp_32) * fraction;
+            };
+            let inputs = StepInputs {
+                param: v,
+                reads: [g, correction],
+                states: [],
+            };
+            match try_step(inputs, [], &update) {
+                Fused::Done(v, []) => return v,
+                Fused::Declined(back) => {
+                    let [g, correction] = back.reads;
+                    (g, correction, Some(back.param))
+                }
+            }
+        }
+        None => {
+            let update = move |c: &mut f32, [g]: [f32; 1], _: &mut [f32; 0]| {
+                let x = (g - *c) / damp_32;
+                *c = if averages { x * fraction } else { x };
+            };
+            let inputs = StepInputs {
+                param: correction,
+                reads: [g],
+                states: [],
+            };
+            match try_step(inputs, [], &update) {
+                Fused::Done(x, []) => return x,
+                Fused::Declined(back) => {
+                    let [g] = back.reads;
+                    (g, back.param, None)
+                }
+            }
+        }
+    };
+    // The tensor-op path.
+    let x = (g - correction).div_scalar(damp);
+    match previous {
+        Some(v) => v.mul_scalar(momentum) + x.mul_scalar(1.0 - momentum),
+        None if averages => x.mul_scalar(1.0 - momentum),
+        None => x,
     }
 }
 
@@ -343,7 +408,9 @@ fn spd_inverse(mut a: Vec<f64>, m: usize) -> Vec<f64> {
 }
 
 struct Flatten<'a> {
-    grads: &'a GradientsParams,
+    /// Taken out one by one (each gradient is then owned here, so the decay below writes into it
+    /// in place).
+    grads: &'a mut GradientsParams,
     weight_decay: f64,
     layout: Vec<(ParamId, usize)>,
     parts: Vec<Tensor<1>>,
@@ -351,12 +418,12 @@ struct Flatten<'a> {
 
 impl ModuleVisitor for Flatten<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let Some(grad) = self.grads.get::<D>(param.id) else {
+        let Some(grad) = self.grads.remove::<D>(param.id) else {
             return;
         };
         let numel = grad.shape().num_elements();
         let grad = if self.weight_decay > 0.0 {
-            grad + param.val().inner().mul_scalar(self.weight_decay)
+            coupled_decay(grad, param.val().inner(), self.weight_decay)
         } else {
             grad
         };
@@ -365,9 +432,34 @@ impl ModuleVisitor for Flatten<'_> {
     }
 }
 
+/// `g + wd·θ` (coupled L2), as one fused pass into g's buffer where the fused path applies.
+fn coupled_decay<const D: usize>(
+    grad: Tensor<D>,
+    theta: Tensor<D>,
+    weight_decay: f64,
+) -> Tensor<D> {
+    let wd = weight_decay as f32;
+    let update = move |g: &mut f32, [theta]: [f32; 1], _: &mut [f32; 0]| {
+        *g += theta * wd;
+    };
+    let inputs = StepInputs {
+        param: grad,
+        reads: [theta],
+        states: [],
+    };
+    match try_step(inputs, [], &update) {
+        Fused::Done(grad, []) => grad,
+        Fused::Declined(back) => {
+            let [theta] = back.reads;
+            back.param + theta.mul_scalar(weight_decay)
+        }
+    }
+}
+
 struct Apply<'a> {
-    /// `lr·x`, concatenated in layout order.
+    /// The direction x, concatenated in layout order.
     flat: Tensor<1>,
+    lr: f64,
     offset: usize,
     layout: &'a [(ParamId, usize)],
 }
@@ -380,10 +472,28 @@ impl ModuleMapper for Apply<'_> {
         // Parameters are visited in the same order as they were flattened.
         let start = self.offset;
         self.offset += numel;
-        let step = self.flat.clone().slice(start..start + numel);
+        let x = self.flat.clone().slice(start..start + numel);
+        let lr = self.lr;
         map_value(param, |theta| {
             let shape = theta.shape();
-            theta - step.reshape(shape)
+            // θ − lr·x: one fused pass reading this parameter's slice of x in place, or tensor
+            // ops.
+            let lr_32 = lr as f32;
+            let update = move |p: &mut f32, [x]: [f32; 1], _: &mut [f32; 0]| {
+                *p -= x * lr_32;
+            };
+            let inputs = StepInputs {
+                param: theta,
+                reads: [x.reshape(shape)],
+                states: [],
+            };
+            match try_step(inputs, [], &update) {
+                Fused::Done(theta, []) => theta,
+                Fused::Declined(back) => {
+                    let [x] = back.reads;
+                    back.param - x.mul_scalar(lr)
+                }
+            }
         })
     }
 }

@@ -5,8 +5,9 @@
 //! changed behind its holder's back.
 //!
 //! A tensor is taken only when it is a plain (non-autodiff) f32 tensor of one of these backends,
-//! contiguous in row-major order from the start of its buffer; otherwise it is handed back
-//! untouched and the optimizer takes its tensor-op path.
+//! contiguous in row-major order from the start of its buffer (a read-only input may also start
+//! further into its buffer: a contiguous slice of a larger tensor, see [`HostBuffer::take_read`]);
+//! otherwise it is handed back untouched and the optimizer takes its tensor-op path.
 
 // burn-ndarray 0.22.1 marks its items deprecated (in favour of flex); Burn still ships and runs it,
 // and firebox supports it as a backend, so its raw storage is used here too.
@@ -69,8 +70,19 @@ pub(crate) fn host_kind<const D: usize>(t: &Tensor<D>) -> Option<HostKind> {
 }
 
 impl HostBuffer {
-    /// Takes `t`'s storage if it is a contiguous f32 tensor of backend `kind`.
+    /// Takes `t`'s storage if it is a contiguous f32 tensor of backend `kind` that starts at the
+    /// beginning of its buffer (so that it can be written: [`slice_mut`](Self::slice_mut)).
     pub(crate) fn take<const D: usize>(t: Tensor<D>, kind: HostKind) -> Taken<D> {
+        Self::take_at(t, kind, false)
+    }
+
+    /// Takes `t`'s storage if it is a contiguous f32 tensor of backend `kind`, wherever it starts
+    /// in its buffer (a slice of a larger tensor); only to be read ([`slice`](Self::slice)).
+    pub(crate) fn take_read<const D: usize>(t: Tensor<D>, kind: HostKind) -> Taken<D> {
+        Self::take_at(t, kind, true)
+    }
+
+    fn take_at<const D: usize>(t: Tensor<D>, kind: HostKind, any_offset: bool) -> Taken<D> {
         if host_kind(&t) != Some(kind) {
             return Taken::Tensor(t);
         }
@@ -81,7 +93,11 @@ impl HostBuffer {
                 let p = t
                     .try_into_primitive::<burn_flex::Flex>()
                     .expect("a flex device holds a flex primitive");
-                if p.layout().contiguous_offsets() == Some((0, n)) {
+                let fits = match p.layout().contiguous_offsets() {
+                    Some((start, end)) => (any_offset || start == 0) && end - start == n,
+                    None => false,
+                };
+                if fits {
                     Taken::Host(HostBuffer::Flex(p))
                 } else {
                     Taken::Tensor(Tensor::from_primitive::<burn_flex::Flex>(p))
@@ -129,7 +145,13 @@ impl HostBuffer {
     pub(crate) fn slice(&self) -> &[f32] {
         match self {
             #[cfg(feature = "flex")]
-            HostBuffer::Flex(t) => &t.storage::<f32>()[..t.layout().shape().num_elements()],
+            HostBuffer::Flex(t) => {
+                let (start, end) = t
+                    .layout()
+                    .contiguous_offsets()
+                    .expect("contiguous (checked in take)");
+                &t.storage::<f32>()[start..end]
+            }
             #[cfg(feature = "ndarray")]
             HostBuffer::NdArray(a) => a.as_slice().expect("standard layout (checked in take)"),
         }

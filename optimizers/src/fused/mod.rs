@@ -15,10 +15,15 @@
 //!   and [`SophiaH`](crate::sophia::SophiaH) (with their count of unclipped coordinates, summed
 //!   in the loop) and [`AdaHessian`](crate::adahessian::AdaHessian) (power 1, on steps whose
 //!   Hessian estimate enters v), from their second step on (the first creates the state), and
-//!   global [`AdaGradNorm`](crate::adagrad_norm::AdaGradNorm) (its norm is a reduction over all
-//!   parameters first). Their Hessian estimation (Hutchinson products, sampled-label gradients),
-//!   per-row AdaGrad-Norm and M-FAC (whose step is dominated by its O(d·m) window products, not
-//!   by elementwise work) stay tensor ops.
+//!   [`AdaGradNorm`](crate::adagrad_norm::AdaGradNorm): global (its norm is a reduction over all
+//!   parameters first) and per-row (the row norms are a reduction first; the update then reads
+//!   the per-row `sqrt(acc) + eps` broadcast over the rows or columns, `try_step_broadcast`;
+//!   parameters with per-element accumulators fold `acc += g²` into the pass), and the elementwise
+//!   passes of [`Mfac`](crate::mfac::Mfac): the coupled decay `g + wd·θ`, the direction
+//!   `(g − c)/λ` with its momentum EMA, and `θ −= lr·x` per parameter (reading its slice of x in
+//!   place). Their reductions and products stay tensor ops: Hessian estimation (Hutchinson
+//!   products, sampled-label gradients), per-row squared norms, M-FAC's O(d·m) window products.
+//!   All of these are bit-identical to their tensor-op paths.
 //!
 //! # When the fused path runs
 //! On the CPU backends compiled into firebox-optim (features `flex` and `ndarray`, which the
@@ -32,11 +37,12 @@
 //! both use correctly rounded operations; `exp` may differ by an ulp).
 //!
 //! On wgpu and cuda (features `wgpu` / `cuda`) the per-tensor optimizers (Adam, AdamW without
-//! cautious decay, Adan, diffGrad, AdaBelief and AdaGrad, without AMSGrad) run one CubeCL kernel
-//! per tensor step instead ([`cube`]): a Burn backend extension that joins Burn's fusion stream
-//! as one operation, in place when the buffers are not shared. It agrees with the tensor-op path
-//! to f32 rounding (the device's `sqrt`, `exp` and division need not be correctly rounded). The
-//! module-level optimizers keep their tensor-op path on those devices.
+//! cautious decay, Adan, diffGrad, AdaBelief and AdaGrad, without AMSGrad), AdaHessian (power 1)
+//! and Sophia-G/H run one CubeCL kernel per tensor step instead (`cube`): a Burn backend
+//! extension that joins Burn's fusion stream as one operation, in place when the buffers are not
+//! shared. It agrees with the tensor-op path to f32 rounding (the device's `sqrt`, `exp` and
+//! division need not be correctly rounded); Sophia's unclipped count is then a reduction of the
+//! new state. AdaGrad-Norm and M-FAC keep their tensor-op path on those devices.
 //!
 //! # Observing and forcing the path
 //! [`path_counts`] counts, on the calling thread, how many tensor steps took each path, so tests
@@ -231,6 +237,39 @@ fn on_device<const D: usize, const R: usize, const K: usize>(
     Err(inputs)
 }
 
+/// [`try_step`] with one more read-only input broadcast over the row-major 2-D view `view` of the
+/// parameter, as Burn broadcasts `vector` (`[view[0], 1]`: one value per row, or `[1, view[1]]`:
+/// one value per column) against the parameter reshaped to `view`. `update` gets the element's
+/// broadcast value as its third argument. The vector is only read (pass a clone to keep it).
+///
+/// # Panics
+/// If `view` does not hold the parameter's elements or `vector` has neither shape.
+pub(crate) fn try_step_broadcast<const D: usize, const R: usize, const K: usize>(
+    inputs: StepInputs<D, R, K>,
+    view: [usize; 2],
+    vector: Tensor<2>,
+    init: [f32; K],
+    update: &(impl Fn(&mut f32, [f32; R], f32, &mut [f32; K]) + Sync + Copy),
+) -> Fused<D, R, K> {
+    assert_eq!(
+        view[0] * view[1],
+        inputs.param.shape().num_elements(),
+        "fused step: the view {view:?} must hold the parameter's elements"
+    );
+    let dims = vector.dims();
+    assert!(
+        dims == [view[0], 1] || dims == [1, view[1]],
+        "fused step: a {dims:?} vector does not broadcast over {view:?} along one axis"
+    );
+    let result = if fallback_forced() {
+        Fused::Declined(inputs)
+    } else {
+        run_broadcast(inputs, view, vector, init, update)
+    };
+    count(matches!(result, Fused::Done(..)));
+    result
+}
+
 #[cfg(not(any(feature = "flex", feature = "ndarray")))]
 fn run<const D: usize, const R: usize, const K: usize>(
     inputs: StepInputs<D, R, K>,
@@ -240,64 +279,163 @@ fn run<const D: usize, const R: usize, const K: usize>(
     (Fused::Declined(inputs), 0)
 }
 
+#[cfg(not(any(feature = "flex", feature = "ndarray")))]
+fn run_broadcast<const D: usize, const R: usize, const K: usize>(
+    inputs: StepInputs<D, R, K>,
+    _view: [usize; 2],
+    _vector: Tensor<2>,
+    _init: [f32; K],
+    _update: &(impl Fn(&mut f32, [f32; R], f32, &mut [f32; K]) + Sync + Copy),
+) -> Fused<D, R, K> {
+    Fused::Declined(inputs)
+}
+
+/// The raw buffers of one step: the parameter and the states writable, the reads read-only.
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+struct Buffers<const R: usize, const K: usize> {
+    param: host::HostBuffer,
+    reads: [host::HostBuffer; R],
+    states: [host::HostBuffer; K],
+}
+
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+impl<const R: usize, const K: usize> Buffers<R, K> {
+    /// The buffers of `inputs` when all of them are host buffers of one backend and the
+    /// parameter's shape (states that are `None` start at `init[k]`), the inputs back otherwise.
+    /// Counts the buffers that writing will copy.
+    fn take<const D: usize>(
+        inputs: StepInputs<D, R, K>,
+        kind: host::HostKind,
+        init: [f32; K],
+    ) -> Result<Self, Box<StepInputs<D, R, K>>> {
+        use host::{HostBuffer, Taken, host_kind};
+
+        let shape = inputs.param.shape();
+        let fits = |t: &Tensor<D>| host_kind(t) == Some(kind) && t.shape() == shape;
+        if host_kind(&inputs.param) != Some(kind)
+            || !inputs.reads.iter().all(fits)
+            || !inputs.states.iter().flatten().all(fits)
+        {
+            return Err(Box::new(inputs));
+        }
+        let StepInputs {
+            param,
+            reads,
+            states,
+        } = inputs;
+        let take = |t: Tensor<D>| HostBuffer::take(t, kind);
+        let param = take(param);
+        // Reads may be contiguous slices of a larger tensor.
+        let reads = reads.map(|t| HostBuffer::take_read(t, kind));
+        let states = states.map(|s| s.map(take));
+        let is_host = |t: &Taken<D>| matches!(t, Taken::Host(_));
+        let all_taken =
+            is_host(&param) && reads.iter().all(is_host) && states.iter().flatten().all(is_host);
+        if !all_taken {
+            return Err(Box::new(StepInputs {
+                param: param.into_tensor(),
+                reads: reads.map(Taken::into_tensor),
+                states: states.map(|s| s.map(Taken::into_tensor)),
+            }));
+        }
+        let unwrap = |t: Taken<D>| match t {
+            Taken::Host(host) => host,
+            Taken::Tensor(_) => unreachable!("checked above"),
+        };
+        let param = unwrap(param);
+        let reads = reads.map(unwrap);
+        let mut k = 0;
+        let states = states.map(|s| {
+            let b = match s {
+                Some(b) => unwrap(b),
+                None => param.filled(init[k]),
+            };
+            k += 1;
+            b
+        });
+        count_copies(
+            usize::from(param.is_shared()) + states.iter().filter(|s| s.is_shared()).count(),
+        );
+        Ok(Self {
+            param,
+            reads,
+            states,
+        })
+    }
+
+    /// The updated parameter and states.
+    fn done<const D: usize>(self) -> Fused<D, R, K> {
+        use host::HostBuffer;
+        Fused::Done(
+            self.param.into_tensor(),
+            self.states.map(HostBuffer::into_tensor),
+        )
+    }
+}
+
 #[cfg(any(feature = "flex", feature = "ndarray"))]
 fn run<const D: usize, const R: usize, const K: usize>(
     inputs: StepInputs<D, R, K>,
     init: [f32; K],
     update: &(impl Fn(&mut f32, [f32; R], &mut [f32; K]) -> u32 + Sync + Copy),
 ) -> (Fused<D, R, K>, usize) {
-    use host::{HostBuffer, Taken, host_kind};
+    use host::{HostBuffer, host_kind};
 
     let Some(kind) = host_kind(&inputs.param) else {
         return (Fused::Declined(inputs), 0);
     };
-    let shape = inputs.param.shape();
-    let fits = |t: &Tensor<D>| host_kind(t) == Some(kind) && t.shape() == shape;
-    if !inputs.reads.iter().all(fits) || !inputs.states.iter().flatten().all(fits) {
-        return (Fused::Declined(inputs), 0);
-    }
-    let StepInputs {
-        param,
-        reads,
-        states,
-    } = inputs;
-    let take = |t: Tensor<D>| HostBuffer::take(t, kind);
-    let param = take(param);
-    let reads = reads.map(take);
-    let states = states.map(|s| s.map(take));
-    let is_host = |t: &Taken<D>| matches!(t, Taken::Host(_));
-    let all_taken =
-        is_host(&param) && reads.iter().all(is_host) && states.iter().flatten().all(is_host);
-    if !all_taken {
-        let inputs = StepInputs {
-            param: param.into_tensor(),
-            reads: reads.map(Taken::into_tensor),
-            states: states.map(|s| s.map(Taken::into_tensor)),
-        };
-        return (Fused::Declined(inputs), 0);
-    }
-    let unwrap = |t: Taken<D>| match t {
-        Taken::Host(host) => host,
-        Taken::Tensor(_) => unreachable!("checked above"),
+    let mut buffers = match Buffers::take(inputs, kind, init) {
+        Ok(buffers) => buffers,
+        Err(inputs) => return (Fused::Declined(*inputs), 0),
     };
-    let mut param = unwrap(param);
-    let reads = reads.map(unwrap);
-    let mut k = 0;
-    let mut states = states.map(|s| {
-        let b = match s {
-            Some(b) => unwrap(b),
-            None => param.filled(init[k]),
-        };
-        k += 1;
-        b
-    });
-    count_copies(usize::from(param.is_shared()) + states.iter().filter(|s| s.is_shared()).count());
     let counted = kernel::for_each(
-        param.slice_mut(),
-        reads.each_ref().map(HostBuffer::slice),
-        states.each_mut().map(HostBuffer::slice_mut),
+        buffers.param.slice_mut(),
+        buffers.reads.each_ref().map(HostBuffer::slice),
+        buffers.states.each_mut().map(HostBuffer::slice_mut),
         update,
     );
-    let done = Fused::Done(param.into_tensor(), states.map(HostBuffer::into_tensor));
-    (done, counted)
+    (buffers.done(), counted)
+}
+
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+fn run_broadcast<const D: usize, const R: usize, const K: usize>(
+    inputs: StepInputs<D, R, K>,
+    view: [usize; 2],
+    vector: Tensor<2>,
+    init: [f32; K],
+    update: &(impl Fn(&mut f32, [f32; R], f32, &mut [f32; K]) + Sync + Copy),
+) -> Fused<D, R, K> {
+    use host::{HostBuffer, Taken, host_kind};
+
+    let Some(kind) = host_kind(&inputs.param) else {
+        return Fused::Declined(inputs);
+    };
+    // `[view[0], 1]` when it has view[0] entries; `[1, 1]` over `[1, 1]` either way.
+    let along = if vector.dims()[0] == view[0] {
+        kernel::Along::Rows
+    } else {
+        kernel::Along::Columns
+    };
+    let Taken::Host(vector) = HostBuffer::take_read(vector, kind) else {
+        return Fused::Declined(inputs);
+    };
+    let mut buffers = match Buffers::take(inputs, kind, init) {
+        Ok(buffers) => buffers,
+        Err(inputs) => return Fused::Declined(*inputs),
+    };
+    let update = *update;
+    let counting = move |p: &mut f32, r: [f32; R], b: f32, s: &mut [f32; K]| {
+        update(p, r, b, s);
+        0
+    };
+    kernel::for_each_broadcast(
+        buffers.param.slice_mut(),
+        buffers.reads.each_ref().map(HostBuffer::slice),
+        buffers.states.each_mut().map(HostBuffer::slice_mut),
+        view[1],
+        vector.slice(),
+        along,
+        &counting,
+    );
+    buffers.done()
 }
