@@ -157,20 +157,10 @@ impl AdaBelief {
             StepKind::Skip
         }
     }
-    /// One element of the step, the tensor-op path's f32 operations in the same order. Branch
-    /// free, so that the loop vectorises: the options the tensor path decides by branching become
-    /// factors that leave the value unchanged exactly (`θ·1`, `g + θ·0`, `θ − x·0`).
-    fn fused_update(
-        &self,
-        lr: LearningRate,
-        kind: StepKind,
-    ) -> (
-        impl Fn(&mut f32, f32, &mut f32, &mut f32, Option<&mut f32>) + Sync + Copy,
-        AdaBeliefConstants,
-    ) {
+    /// The constants of one step, shared by the host loop and the device kernel.
+    fn step_constants(&self, lr: LearningRate, kind: StepKind) -> AdaBeliefConstants {
         let (b1, b2) = (self.beta_1 as f32, self.beta_2 as f32);
         let (f1, f2) = ((1.0 - self.beta_1) as f32, (1.0 - self.beta_2) as f32);
-        let eps = self.epsilon as f32;
         // Decoupled decay scales θ; coupled L2 adds wd·θ to g.
         let (theta_scale, coupled) = match (self.weight_decay != 0.0, self.weight_decouple) {
             (false, _) => (1.0, 0.0),
@@ -183,8 +173,25 @@ impl AdaBelief {
             StepKind::Sgd { size } => (0.0, 1.0, size as f32),
             StepKind::Skip => (0.0, 1.0, 0.0),
         };
-        let max_in_denominator = !self.rectify;
-        let constants = AdaBeliefConstants {
+        AdaBeliefConstants {
+            moments: [b1, b2, f1, f2],
+            eps: self.epsilon as f32,
+            coupled,
+            theta_scale,
+            denom_scale,
+            adaptive_size,
+            sgd_size,
+        }
+    }
+
+    /// One element of the step, the tensor-op path's f32 operations in the same order. Branch
+    /// free, so that the loop vectorises: the options the tensor path decides by branching become
+    /// factors that leave the value unchanged exactly (`θ·1`, `g + θ·0`, `θ − x·0`).
+    fn fused_update(
+        &self,
+        constants: AdaBeliefConstants,
+    ) -> impl Fn(&mut f32, f32, &mut f32, &mut f32, Option<&mut f32>) + Sync + Copy {
+        let AdaBeliefConstants {
             moments: [b1, b2, f1, f2],
             eps,
             coupled,
@@ -192,8 +199,9 @@ impl AdaBelief {
             denom_scale,
             adaptive_size,
             sgd_size,
-        };
-        let update = move |p: &mut f32, g: f32, m: &mut f32, s: &mut f32, max: Option<&mut f32>| {
+        } = constants;
+        let max_in_denominator = !self.rectify;
+        move |p: &mut f32, g: f32, m: &mut f32, s: &mut f32, max: Option<&mut f32>| {
             let theta = *p;
             let g = g + theta * coupled;
             *m = *m * b1 + g * f1;
@@ -208,8 +216,7 @@ impl AdaBelief {
             };
             let denom = s_used.sqrt() * denom_scale + eps;
             *p = theta * theta_scale - (*m / denom) * adaptive_size - *m * sgd_size;
-        };
-        (update, constants)
+        }
     }
 
     /// The tensor-op step (every backend).
@@ -305,7 +312,7 @@ impl Optimizer for AdaBelief {
                 reads: [grad],
                 states: [exp_avg, exp_avg_var, max_exp_avg_var],
             };
-            let (element, _) = self.fused_update(lr, kind);
+            let element = self.fused_update(self.step_constants(lr, kind));
             let update = move |p: &mut f32, [g]: [f32; 1], [m, s, max]: &mut [f32; 3]| {
                 element(p, g, m, s, Some(max))
             };
@@ -326,7 +333,8 @@ impl Optimizer for AdaBelief {
                 reads: [grad],
                 states: [exp_avg, exp_avg_var],
             };
-            let (element, constants) = self.fused_update(lr, kind);
+            let constants = self.step_constants(lr, kind);
+            let element = self.fused_update(constants);
             let update =
                 move |p: &mut f32, [g]: [f32; 1], [m, s]: &mut [f32; 2]| element(p, g, m, s, None);
             let rule = DeviceRule::AdaBelief(constants);

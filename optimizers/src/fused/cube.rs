@@ -103,6 +103,7 @@ pub(crate) trait FusedStepBackend: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// Adan with `[m, v, d, −g_prev]`.
+    #[allow(clippy::type_complexity)]
     #[fusion(meta = |p, _g, m, v, d, neg, _c| (
         p.clone(),
         (m.clone(), v.clone(), d.clone(), neg.clone()),
@@ -157,7 +158,7 @@ fn arg(t: &CubeTensor, vector_size: usize) -> BufferArg {
 /// vector, in cubes sized for the device.
 fn grid(t: &CubeTensor) -> (CubeCount, CubeDim, usize) {
     let n = t.meta.num_elements();
-    let vector_size = if n % 4 == 0 { 4 } else { 1 };
+    let vector_size = if n.is_multiple_of(4) { 4 } else { 1 };
     let units = n / vector_size;
     let dim = CubeDim::new(&t.client, units);
     (
@@ -803,9 +804,9 @@ pub(crate) fn try_step<const D: usize, const R: usize, const K: usize>(
     inputs: StepInputs<D, R, K>,
     init: [f32; K],
     rule: DeviceRule,
-) -> Result<Fused<D, R, K>, StepInputs<D, R, K>> {
+) -> Result<Fused<D, R, K>, Box<StepInputs<D, R, K>>> {
     if rule == DeviceRule::None {
-        return Err(inputs);
+        return Err(Box::new(inputs));
     }
     let shape = inputs.param.shape();
     let fits = |t: &Tensor<D>| on_cube(t) && t.shape() == shape;
@@ -814,7 +815,7 @@ pub(crate) fn try_step<const D: usize, const R: usize, const K: usize>(
         || !inputs.reads.iter().all(fits)
         || !inputs.states.iter().flatten().all(fits)
     {
-        return Err(inputs);
+        return Err(Box::new(inputs));
     }
     let StepInputs {
         param,

@@ -209,7 +209,7 @@ pub(crate) fn try_step_counting_on<const D: usize, const R: usize, const K: usiz
         match on_device(inputs, init, rule) {
             Ok(done) => (done, None),
             Err(inputs) => {
-                let (fused, counted) = run(inputs, init, update);
+                let (fused, counted) = run(*inputs, init, update);
                 (fused, Some(counted))
             }
         }
@@ -224,7 +224,7 @@ fn on_device<const D: usize, const R: usize, const K: usize>(
     inputs: StepInputs<D, R, K>,
     init: [f32; K],
     rule: DeviceRule,
-) -> Result<Fused<D, R, K>, StepInputs<D, R, K>> {
+) -> Result<Fused<D, R, K>, Box<StepInputs<D, R, K>>> {
     cube::try_step(inputs, init, rule)
 }
 
@@ -233,8 +233,8 @@ fn on_device<const D: usize, const R: usize, const K: usize>(
     inputs: StepInputs<D, R, K>,
     _init: [f32; K],
     _rule: DeviceRule,
-) -> Result<Fused<D, R, K>, StepInputs<D, R, K>> {
-    Err(inputs)
+) -> Result<Fused<D, R, K>, Box<StepInputs<D, R, K>>> {
+    Err(Box::new(inputs))
 }
 
 /// [`try_step`] with one more read-only input broadcast over the row-major 2-D view `view` of the
