@@ -516,7 +516,7 @@ fn adagrad_norm_fused_matches_its_tensor_op_path() {
         check_module(
             &format!("AdaGrad-Norm momentum {momentum}"),
             4,
-            false,
+            true,
             |model| {
                 let mut optim = AdaGradNormConfig::new()
                     .with_momentum(momentum)
@@ -580,15 +580,21 @@ fn bits<const D: usize>(t: Tensor<D>) -> Vec<u32> {
 }
 
 /// Runs `run` on both paths on every backend: bit for bit the same values, `fused_steps` fused
-/// tensor steps on the CPU backends (none elsewhere, where every step falls back).
-fn check_bitwise(name: &str, fused_steps: usize, run: impl Fn(&Device) -> Vec<Vec<u32>>) {
+/// tensor steps on the CPU backends and, when `kernel`, on the CubeCL ones (none elsewhere, where
+/// every step falls back).
+fn check_bitwise(
+    name: &str,
+    fused_steps: usize,
+    kernel: bool,
+    run: impl Fn(&Device) -> Vec<Vec<u32>>,
+) {
     for (backend, device) in common::devices() {
         let before = path_counts();
         let fused = run(&device);
         let ran = path_counts() - before;
         let tensor_ops = with_fallback(|| run(&device));
         let fallback_ran = path_counts() - before - ran;
-        let expected = if fuses(backend) {
+        let expected = if fuses(backend) || (kernel && fuses_on_device(backend)) {
             (fused_steps, 0)
         } else {
             (0, fused_steps)
@@ -624,7 +630,7 @@ fn per_row_adagrad_norm_fused_is_bit_identical_to_its_tensor_op_path() {
             let name = format!("per-row AdaGrad-Norm {rows:?} momentum {momentum} wd {wd}");
             // Every parameter, every step: the matrix and the kernel with the broadcast
             // accumulator, the vector and the 3-D tensor per element.
-            check_bitwise(&name, 4 * ROW_STEPS, |device| {
+            check_bitwise(&name, 4 * ROW_STEPS, false, |device| {
                 let mut optim = AdaGradNormConfig::new()
                     .with_granularity(Granularity::PerRow)
                     .with_matrix_rows(rows)
@@ -672,6 +678,7 @@ fn mfac_fused_is_bit_identical_to_its_tensor_op_path() {
         check_bitwise(
             &format!("M-FAC momentum {momentum} wd {wd}"),
             per_step * MFAC_STEPS,
+            true,
             |device| {
                 let mut optim = MfacConfig::new()
                     .with_ngrads(4)

@@ -73,7 +73,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 
 use crate::clip::grad_norm;
-use crate::fused::{Fused, StepInputs, try_step, try_step_broadcast};
+use crate::fused::rule::{AdaGradNormConstants, DeviceRule};
+use crate::fused::{Fused, StepInputs, try_step, try_step_broadcast, try_step_on};
 use crate::module_state::{FlatStates, counted_record, from_counted_record, map_value};
 use crate::record::{ModuleState, StateRecord};
 use crate::validate::{Check, InvalidConfig, assert_finite_lr};
@@ -316,7 +317,13 @@ fn fused_global<const D: usize>(
             reads: [grad],
             states: [buf],
         };
-        match try_step(inputs, [0.0], &update) {
+        let rule = DeviceRule::AdaGradNorm(AdaGradNormConstants {
+            momentum: Some([mu, fraction]),
+            scale: scale_32,
+            decay: decay_32,
+            decays,
+        });
+        match try_step_on(inputs, [0.0], &update, rule) {
             Fused::Done(theta, [buf]) => Ok((theta, vec![buf])),
             Fused::Declined(back) => {
                 let [grad] = back.reads;
@@ -338,7 +345,13 @@ fn fused_global<const D: usize>(
             reads: [grad],
             states: [],
         };
-        match try_step(inputs, [], &update) {
+        let rule = DeviceRule::AdaGradNorm(AdaGradNormConstants {
+            momentum: None,
+            scale: scale_32,
+            decay: decay_32,
+            decays,
+        });
+        match try_step_on(inputs, [], &update, rule) {
             Fused::Done(theta, []) => Ok((theta, Vec::new())),
             Fused::Declined(back) => {
                 let [grad] = back.reads;

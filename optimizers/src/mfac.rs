@@ -44,7 +44,8 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::fused::{Fused, StepInputs, try_step};
+use crate::fused::rule::DeviceRule;
+use crate::fused::{Fused, StepInputs, try_step_on};
 use crate::module_state::map_value;
 use crate::record::{ModuleState, StateRecord};
 use crate::validate::{Check, InvalidConfig, assert_finite_lr};
@@ -312,7 +313,11 @@ fn ema_direction(
                 reads: [g, correction],
                 states: [],
             };
-            match try_step(inputs, [], &update) {
+            let rule = DeviceRule::MfacEma {
+                momentum: [mu, fraction],
+                damp: damp_32,
+            };
+            match try_step_on(inputs, [], &update, rule) {
                 Fused::Done(v, []) => return v,
                 Fused::Declined(back) => {
                     let [g, correction] = back.reads;
@@ -330,7 +335,12 @@ fn ema_direction(
                 reads: [g],
                 states: [],
             };
-            match try_step(inputs, [], &update) {
+            let rule = DeviceRule::MfacFirst {
+                damp: damp_32,
+                fraction,
+                averages,
+            };
+            match try_step_on(inputs, [], &update, rule) {
                 Fused::Done(x, []) => return x,
                 Fused::Declined(back) => {
                     let [g] = back.reads;
@@ -447,7 +457,11 @@ fn coupled_decay<const D: usize>(
         reads: [theta],
         states: [],
     };
-    match try_step(inputs, [], &update) {
+    let rule = DeviceRule::Axpy {
+        factor: wd,
+        subtract: false,
+    };
+    match try_step_on(inputs, [], &update, rule) {
         Fused::Done(grad, []) => grad,
         Fused::Declined(back) => {
             let [theta] = back.reads;
@@ -487,7 +501,11 @@ impl ModuleMapper for Apply<'_> {
                 reads: [x.reshape(shape)],
                 states: [],
             };
-            match try_step(inputs, [], &update) {
+            let rule = DeviceRule::Axpy {
+                factor: lr_32,
+                subtract: true,
+            };
+            match try_step_on(inputs, [], &update, rule) {
                 Fused::Done(theta, []) => theta,
                 Fused::Declined(back) => {
                     let [x] = back.reads;

@@ -26,8 +26,8 @@ use cubecl::prelude::*;
 use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
 use super::rule::{
-    AdaBeliefConstants, AdaGradConstants, AdaHessianConstants, AdamConstants, AdanConstants,
-    AdanDecay, DeviceRule, DiffGradConstants, SophiaConstants,
+    AdaBeliefConstants, AdaGradConstants, AdaGradNormConstants, AdaHessianConstants, AdamConstants,
+    AdanConstants, AdanDecay, DeviceRule, DiffGradConstants, SophiaConstants,
 };
 use super::{Fused, StepInputs};
 
@@ -101,6 +101,33 @@ pub(crate) trait FusedStepBackend: Backend {
         m: FloatTensor<Self>,
         constants: SophiaConstants,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Global AdaGrad-Norm with momentum, `[buf]`.
+    #[fusion(meta = |p, _g, buf, _c| (p.clone(), buf.clone()))]
+    fn fused_adagrad_norm(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        buf: FloatTensor<Self>,
+        constants: AdaGradNormConstants,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// A stateless step reading one tensor (`rule`: AdaGrad-Norm without momentum, M-FAC's
+    /// first direction, `Axpy`).
+    #[fusion(meta = |p, _r, _rule| p.clone())]
+    fn fused_one_read(
+        param: FloatTensor<Self>,
+        read: FloatTensor<Self>,
+        rule: DeviceRule,
+    ) -> FloatTensor<Self>;
+
+    /// M-FAC's momentum EMA of the direction, reading `g` and `c`.
+    #[fusion(meta = |v, _g, _c, _rule| v.clone())]
+    fn fused_mfac_ema(
+        v: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        rule: DeviceRule,
+    ) -> FloatTensor<Self>;
 
     /// Adan with `[m, v, d, −g_prev]`.
     #[allow(clippy::type_complexity)]
@@ -401,6 +428,90 @@ impl FusedStepBackend for CubeBackend {
             )
         };
         (param, m)
+    }
+
+    fn fused_adagrad_norm(
+        param: CubeTensor,
+        grad: CubeTensor,
+        buf: CubeTensor,
+        c: AdaGradNormConstants,
+    ) -> (CubeTensor, CubeTensor) {
+        let (param, grad, buf) = (writable(param), readable(grad), writable(buf));
+        let (count, dim, vs) = grid(&param);
+        let [mu, fraction] = c.momentum.expect("the momentum kernel");
+        // SAFETY: each buffer holds exactly the parameter's elements (shapes checked, see `arg`)
+        // and every unit checks its index against the parameter's length.
+        unsafe {
+            kernels::adagrad_norm_momentum::launch_unchecked(
+                &param.client,
+                count,
+                dim,
+                vs,
+                arg(&param, vs),
+                arg(&grad, vs),
+                arg(&buf, vs),
+                mu,
+                fraction,
+                c.scale,
+                c.decay,
+                c.decays,
+            )
+        };
+        (param, buf)
+    }
+
+    fn fused_one_read(param: CubeTensor, read: CubeTensor, rule: DeviceRule) -> CubeTensor {
+        let (param, read) = (writable(param), readable(read));
+        let (count, dim, vs) = grid(&param);
+        let (client, p, r) = (&param.client, arg(&param, vs), arg(&read, vs));
+        // SAFETY: as above (both buffers hold exactly the parameter's elements).
+        unsafe {
+            match rule {
+                DeviceRule::AdaGradNorm(c) => kernels::adagrad_norm::launch_unchecked(
+                    client, count, dim, vs, p, r, c.scale, c.decay, c.decays,
+                ),
+                DeviceRule::MfacFirst {
+                    damp,
+                    fraction,
+                    averages,
+                } => kernels::mfac_first::launch_unchecked(
+                    client, count, dim, vs, p, r, damp, fraction, averages,
+                ),
+                DeviceRule::Axpy { factor, subtract } => {
+                    kernels::axpy::launch_unchecked(client, count, dim, vs, p, r, factor, subtract)
+                }
+                other => unreachable!("{other:?} is not a stateless one-read rule"),
+            }
+        };
+        param
+    }
+
+    fn fused_mfac_ema(v: CubeTensor, g: CubeTensor, c: CubeTensor, rule: DeviceRule) -> CubeTensor {
+        let DeviceRule::MfacEma {
+            momentum: [mu, fraction],
+            damp,
+        } = rule
+        else {
+            unreachable!("{rule:?} is not M-FAC's EMA")
+        };
+        let (v, g, c) = (writable(v), readable(g), readable(c));
+        let (count, dim, vs) = grid(&v);
+        // SAFETY: as above.
+        unsafe {
+            kernels::mfac_ema::launch_unchecked(
+                &v.client,
+                count,
+                dim,
+                vs,
+                arg(&v, vs),
+                arg(&g, vs),
+                arg(&c, vs),
+                mu,
+                fraction,
+                damp,
+            )
+        };
+        v
     }
 
     fn fused_adan(
@@ -720,6 +831,122 @@ pub(crate) mod kernels {
         }
     }
 
+    /// Global AdaGrad-Norm with momentum (`adagrad_norm::fused_global`'s host loop).
+    #[cube(launch_unchecked)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn adagrad_norm_momentum<N: Size>(
+        param: &mut [Vector<f32, N>],
+        grad: &[Vector<f32, N>],
+        buf: &mut [Vector<f32, N>],
+        mu: f32,
+        fraction: f32,
+        scale: f32,
+        decay: f32,
+        #[comptime] decays: bool,
+    ) {
+        let i = ABSOLUTE_POS;
+        if i < param.len() {
+            let mu = Vector::<f32, N>::new(mu);
+            let fraction = Vector::<f32, N>::new(fraction);
+            let scale = Vector::<f32, N>::new(scale);
+            let decay = Vector::<f32, N>::new(decay);
+            let g = grad[i];
+            let b = buf[i] * mu + g * fraction;
+            buf[i] = b;
+            let stepped = param[i] - b * scale;
+            if decays {
+                param[i] = stepped - g * decay;
+            } else {
+                param[i] = stepped;
+            }
+        }
+    }
+
+    /// Global AdaGrad-Norm without momentum.
+    #[cube(launch_unchecked)]
+    pub fn adagrad_norm<N: Size>(
+        param: &mut [Vector<f32, N>],
+        grad: &[Vector<f32, N>],
+        scale: f32,
+        decay: f32,
+        #[comptime] decays: bool,
+    ) {
+        let i = ABSOLUTE_POS;
+        if i < param.len() {
+            let scale = Vector::<f32, N>::new(scale);
+            let decay = Vector::<f32, N>::new(decay);
+            let g = grad[i];
+            let stepped = param[i] - g * scale;
+            if decays {
+                param[i] = stepped - g * decay;
+            } else {
+                param[i] = stepped;
+            }
+        }
+    }
+
+    /// M-FAC's first direction `c = (g − c)/λ` (times `fraction` when it `averages`).
+    #[cube(launch_unchecked)]
+    pub fn mfac_first<N: Size>(
+        c: &mut [Vector<f32, N>],
+        g: &[Vector<f32, N>],
+        damp: f32,
+        fraction: f32,
+        #[comptime] averages: bool,
+    ) {
+        let i = ABSOLUTE_POS;
+        if i < c.len() {
+            let damp = Vector::<f32, N>::new(damp);
+            let fraction = Vector::<f32, N>::new(fraction);
+            let x = (g[i] - c[i]) / damp;
+            if averages {
+                c[i] = x * fraction;
+            } else {
+                c[i] = x;
+            }
+        }
+    }
+
+    /// M-FAC's momentum EMA `v = μ·v + ((g − c)/λ)·(1 − μ)`.
+    #[cube(launch_unchecked)]
+    pub fn mfac_ema<N: Size>(
+        v: &mut [Vector<f32, N>],
+        g: &[Vector<f32, N>],
+        c: &[Vector<f32, N>],
+        mu: f32,
+        fraction: f32,
+        damp: f32,
+    ) {
+        let i = ABSOLUTE_POS;
+        if i < v.len() {
+            let mu = Vector::<f32, N>::new(mu);
+            let fraction = Vector::<f32, N>::new(fraction);
+            let damp = Vector::<f32, N>::new(damp);
+            v[i] = v[i] * mu + ((g[i] - c[i]) / damp) * fraction;
+        }
+    }
+
+    /// `p + r·factor`, or `p − r·factor` when `subtract`.
+    #[cube(launch_unchecked)]
+    // Written as plain assignments of indexed elements, the form every kernel here uses.
+    #[allow(clippy::assign_op_pattern)]
+    pub fn axpy<N: Size>(
+        p: &mut [Vector<f32, N>],
+        r: &[Vector<f32, N>],
+        factor: f32,
+        #[comptime] subtract: bool,
+    ) {
+        let i = ABSOLUTE_POS;
+        if i < p.len() {
+            let factor = Vector::<f32, N>::new(factor);
+            if subtract {
+                p[i] = p[i] - r[i] * factor;
+            } else {
+                p[i] = p[i] + r[i] * factor;
+            }
+        }
+    }
+
     /// Adan (`FusedAdan`'s host loop); `mode` 0: no decay, 1: `θ·factor − δ`, 2:
     /// `(θ − δ)/factor`.
     #[cube(launch_unchecked)]
@@ -825,7 +1052,7 @@ pub(crate) fn try_step<const D: usize, const R: usize, const K: usize>(
     let device = param.device();
     let mut reads = reads.into_iter().map(Tensor::into_dispatch);
     let grad = reads.next().expect("the gradient");
-    let hessian = reads.next();
+    let second = reads.next();
     let states: Vec<DispatchTensor> = states
         .into_iter()
         .zip(init)
@@ -859,15 +1086,27 @@ pub(crate) fn try_step<const D: usize, const R: usize, const K: usize>(
         }
         DeviceRule::AdaHessian(c) => {
             let [m, v] = exactly(states);
-            let h = hessian.expect("arity checked");
+            let h = second.expect("arity checked");
             let (p, m, v) = Dispatch::fused_adahessian(param, grad, h, m, v, c);
             (p, vec![m, v])
         }
         DeviceRule::Sophia(c) => {
             let [m] = exactly(states);
-            let h = hessian.expect("arity checked");
+            let h = second.expect("arity checked");
             let (p, m) = Dispatch::fused_sophia(param, grad, h, m, c);
             (p, vec![m])
+        }
+        DeviceRule::AdaGradNorm(c) if c.momentum.is_some() => {
+            let [buf] = exactly(states);
+            let (p, buf) = Dispatch::fused_adagrad_norm(param, grad, buf, c);
+            (p, vec![buf])
+        }
+        DeviceRule::AdaGradNorm(_) | DeviceRule::MfacFirst { .. } | DeviceRule::Axpy { .. } => {
+            (Dispatch::fused_one_read(param, grad, rule), vec![])
+        }
+        DeviceRule::MfacEma { .. } => {
+            let c = second.expect("arity checked");
+            (Dispatch::fused_mfac_ema(param, grad, c, rule), vec![])
         }
         DeviceRule::Adan(c) => {
             let [m, v, d, neg] = exactly(states);

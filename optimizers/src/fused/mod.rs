@@ -37,12 +37,13 @@
 //! both use correctly rounded operations; `exp` may differ by an ulp).
 //!
 //! On wgpu and cuda (features `wgpu` / `cuda`) the per-tensor optimizers (Adam, AdamW without
-//! cautious decay, Adan, diffGrad, AdaBelief and AdaGrad, without AMSGrad), AdaHessian (power 1)
-//! and Sophia-G/H run one CubeCL kernel per tensor step instead (`cube`): a Burn backend
-//! extension that joins Burn's fusion stream as one operation, in place when the buffers are not
-//! shared. It agrees with the tensor-op path to f32 rounding (the device's `sqrt`, `exp` and
-//! division need not be correctly rounded); Sophia's unclipped count is then a reduction of the
-//! new state. AdaGrad-Norm and M-FAC keep their tensor-op path on those devices.
+//! cautious decay, Adan, diffGrad, AdaBelief and AdaGrad, without AMSGrad), AdaHessian (power 1),
+//! Sophia-G/H, global AdaGrad-Norm and M-FAC's elementwise passes run one CubeCL kernel per
+//! tensor step instead (`cube`): a Burn backend extension that joins Burn's fusion stream as one
+//! operation, in place when the buffers are not shared. It agrees with the tensor-op path to f32
+//! rounding (the device's `sqrt`, `exp` and division need not be correctly rounded); Sophia's
+//! unclipped count is then a reduction of the new state. Per-row AdaGrad-Norm keeps its
+//! tensor-op path on those devices.
 //!
 //! # Observing and forcing the path
 //! [`path_counts`] counts, on the calling thread, how many tensor steps took each path, so tests

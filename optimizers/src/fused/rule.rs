@@ -25,6 +25,33 @@ pub(crate) enum DeviceRule {
     AdaHessian(AdaHessianConstants),
     /// Sophia-G or Sophia-H reading `[g, h]` with `[m]`.
     Sophia(SophiaConstants),
+    /// Global AdaGrad-Norm reading `[g]`, with `[buf]` when it has momentum.
+    AdaGradNorm(AdaGradNormConstants),
+    /// M-FAC's momentum EMA of the direction, `v = μ·v + ((g − c)/λ)·(1 − μ)`, reading `[g, c]`.
+    MfacEma {
+        /// μ, 1 − μ.
+        momentum: [f32; 2],
+        /// λ.
+        damp: f32,
+    },
+    /// M-FAC's first direction, `c = (g − c)/λ` (times `fraction` when it averages), reading
+    /// `[g]`.
+    MfacFirst {
+        /// λ.
+        damp: f32,
+        /// 1 − μ, applied when `averages`.
+        fraction: f32,
+        /// Whether momentum is on.
+        averages: bool,
+    },
+    /// `p += r·factor` (`subtract`: `p −= r·factor`), reading `[r]`: M-FAC's coupled decay into
+    /// the gradient and its `θ −= lr·x`.
+    Axpy {
+        /// The factor of the read.
+        factor: f32,
+        /// Subtract instead of add.
+        subtract: bool,
+    },
 }
 
 impl DeviceRule {
@@ -38,6 +65,9 @@ impl DeviceRule {
             DeviceRule::Adan(_) => (1, 4),
             DeviceRule::AdaHessian(_) => (2, 2),
             DeviceRule::Sophia(_) => (2, 1),
+            DeviceRule::AdaGradNorm(c) => (1, usize::from(c.momentum.is_some())),
+            DeviceRule::MfacEma { .. } => (2, 0),
+            DeviceRule::MfacFirst { .. } | DeviceRule::Axpy { .. } => (1, 0),
         }
     }
 }
@@ -186,4 +216,17 @@ pub(crate) enum SophiaConstants {
         /// The learning rate.
         lr: f32,
     },
+}
+
+/// Constants of one global AdaGrad-Norm step (see `cube::kernels::adagrad_norm`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct AdaGradNormConstants {
+    /// μ and 1 − μ when momentum is on.
+    pub momentum: Option<[f32; 2]>,
+    /// `lr/√(acc) + …`: the step's scale of the direction.
+    pub scale: f32,
+    /// The weight decay's factor of g.
+    pub decay: f32,
+    /// Whether the decay applies.
+    pub decays: bool,
 }
