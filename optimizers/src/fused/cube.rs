@@ -1037,11 +1037,7 @@ pub(crate) fn try_step<const D: usize, const R: usize, const K: usize>(
     }
     let shape = inputs.param.shape();
     let fits = |t: &Tensor<D>| on_cube(t) && t.shape() == shape;
-    if rule.arity() != (R, K)
-        || !fits(&inputs.param)
-        || !inputs.reads.iter().all(fits)
-        || !inputs.states.iter().flatten().all(fits)
-    {
+    if rule.arity() != (R, K) || !inputs.all_fit(fits) {
         return Err(Box::new(inputs));
     }
     let StepInputs {

@@ -159,6 +159,13 @@ pub(crate) struct StepInputs<const D: usize, const R: usize, const K: usize> {
     pub states: [Option<Tensor<D>>; K],
 }
 
+impl<const D: usize, const R: usize, const K: usize> StepInputs<D, R, K> {
+    /// Whether `fits` holds for the parameter, every read and every given state.
+    pub(crate) fn all_fit(&self, fits: impl Fn(&Tensor<D>) -> bool) -> bool {
+        fits(&self.param) && self.reads.iter().all(&fits) && self.states.iter().flatten().all(&fits)
+    }
+}
+
 /// The outcome of [`try_step`].
 pub(crate) enum Fused<const D: usize, const R: usize, const K: usize> {
     /// The updated parameter and the `K` states.
@@ -313,10 +320,7 @@ impl<const R: usize, const K: usize> Buffers<R, K> {
 
         let shape = inputs.param.shape();
         let fits = |t: &Tensor<D>| host_kind(t) == Some(kind) && t.shape() == shape;
-        if host_kind(&inputs.param) != Some(kind)
-            || !inputs.reads.iter().all(fits)
-            || !inputs.states.iter().flatten().all(fits)
-        {
+        if !inputs.all_fit(fits) {
             return Err(Box::new(inputs));
         }
         let StepInputs {
