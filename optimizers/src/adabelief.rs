@@ -32,7 +32,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::RecordState;
 use crate::fused::rule::{AdaBeliefConstants, DeviceRule};
-use crate::fused::{Fused, StepInputs, try_step, try_step_on};
+use crate::fused::{Fused, StepInputs, try_step_on};
 use crate::validate::{Check, InvalidConfig, assert_finite_lr, config_constructors};
 
 /// Configuration of [`AdaBelief`]; defaults are those of `adabelief-pytorch==0.2.1`.
@@ -312,11 +312,16 @@ impl Optimizer for AdaBelief {
                 reads: [grad],
                 states: [exp_avg, exp_avg_var, max_exp_avg_var],
             };
-            let element = self.fused_update(self.step_constants(lr, kind));
+            let constants = self.step_constants(lr, kind);
+            let element = self.fused_update(constants);
             let update = move |p: &mut f32, [g]: [f32; 1], [m, s, max]: &mut [f32; 3]| {
                 element(p, g, m, s, Some(max))
             };
-            match try_step(inputs, [0.0, 0.0, f32::NEG_INFINITY], &update) {
+            let rule = DeviceRule::AdaBeliefAmsgrad {
+                constants,
+                max_in_denominator: !self.rectify,
+            };
+            match try_step_on(inputs, [0.0, 0.0, f32::NEG_INFINITY], &update, rule) {
                 Fused::Done(tensor, [m, s, max]) => {
                     (tensor, rebuild(time, [Some(m), Some(s)], Some(max)))
                 }

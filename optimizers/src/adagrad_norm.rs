@@ -73,8 +73,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 
 use crate::clip::grad_norm;
-use crate::fused::rule::{AdaGradNormConstants, DeviceRule};
-use crate::fused::{Fused, StepInputs, try_step, try_step_broadcast, try_step_on};
+use crate::fused::rule::{AdaGradNormConstants, AdaGradNormRowConstants, DeviceRule};
+use crate::fused::{Fused, StepInputs, try_step_broadcast, try_step_on};
 use crate::module_state::{FlatStates, counted_record, from_counted_record, map_value};
 use crate::record::{ModuleState, StateRecord};
 use crate::validate::{Check, InvalidConfig, assert_finite_lr};
@@ -550,6 +550,21 @@ struct PerRowUpdate {
 }
 
 impl PerRowUpdate {
+    /// The constants of the device kernels (the values the host loops close over).
+    fn constants(self) -> AdaGradNormRowConstants {
+        AdaGradNormRowConstants {
+            momentum: (self.momentum > 0.0)
+                .then_some([self.momentum as f32, (1.0 - self.momentum) as f32]),
+            clr: self.clr as f32,
+            eps: self.eps as f32,
+            decay: self.decay as f32,
+            decays: self.decay != 0.0,
+            // Filled in from the view by the broadcast kernel's entry point.
+            cols: 0,
+            along_rows: false,
+        }
+    }
+
     /// The tensor-op path, in the `[R, C]` view in which `den` broadcasts; the new θ (in θ's
     /// shape) and the momentum buffer (when μ > 0).
     fn tensor_ops<const D: usize>(
@@ -603,7 +618,8 @@ impl PerRowUpdate {
                 reads: [grad],
                 states: [buf],
             };
-            match try_step_broadcast(inputs, view, den, [0.0], &update) {
+            let rule = DeviceRule::AdaGradNormRows(self.constants());
+            match try_step_broadcast(inputs, view, den, [0.0], &update, rule) {
                 Fused::Done(theta, [buf]) => Ok((theta, Some(buf))),
                 Fused::Declined(back) => {
                     let ([grad], [buf]) = (back.reads, back.states);
@@ -620,7 +636,8 @@ impl PerRowUpdate {
                 reads: [grad],
                 states: [],
             };
-            match try_step_broadcast(inputs, view, den, [], &update) {
+            let rule = DeviceRule::AdaGradNormRows(self.constants());
+            match try_step_broadcast(inputs, view, den, [], &update, rule) {
                 Fused::Done(theta, []) => Ok((theta, None)),
                 Fused::Declined(back) => {
                     let [grad] = back.reads;
@@ -656,7 +673,8 @@ impl PerRowUpdate {
                 reads: [grad],
                 states: [Some(acc), buf],
             };
-            match try_step(inputs, [0.0; 2], &update) {
+            let rule = DeviceRule::AdaGradNormElements(self.constants());
+            match try_step_on(inputs, [0.0; 2], &update, rule) {
                 Fused::Done(theta, [acc, buf]) => Ok((theta, vec![acc, buf])),
                 Fused::Declined(back) => {
                     let ([grad], [acc, buf]) = (back.reads, back.states);
@@ -675,7 +693,8 @@ impl PerRowUpdate {
                 reads: [grad],
                 states: [Some(acc)],
             };
-            match try_step(inputs, [0.0], &update) {
+            let rule = DeviceRule::AdaGradNormElements(self.constants());
+            match try_step_on(inputs, [0.0], &update, rule) {
                 Fused::Done(theta, [acc]) => Ok((theta, vec![acc])),
                 Fused::Declined(back) => {
                     let ([grad], [acc]) = (back.reads, back.states);

@@ -24,7 +24,7 @@ use burn::optim::{
 use burn::tensor::{Device, Tensor};
 
 use super::rule::{AdamConstants, DeviceRule};
-use super::{Fused, StepInputs, try_step, try_step_on};
+use super::{Fused, StepInputs, try_step_on};
 
 /// [`FusedAdamW`]'s configuration: the fields and defaults of Burn's `AdamWConfig` (β = 0.9 /
 /// 0.999, ε = 1e-5, weight decay 1e-4).
@@ -232,7 +232,12 @@ fn fused_moments<const D: usize>(
         let update = move |p: &mut f32, [g]: [f32; 1], [m, v, mx]: &mut [f32; 3]| {
             update2(p, g, m, v, Some(mx))
         };
-        match try_step(inputs, [0.0, 0.0, f32::NEG_INFINITY], &update) {
+        // The same kernel constants, with the running maximum as a third state.
+        let rule = match rule {
+            DeviceRule::Adam(c) => DeviceRule::AdamAmsgrad(c),
+            other => other,
+        };
+        match try_step_on(inputs, [0.0, 0.0, f32::NEG_INFINITY], &update, rule) {
             Fused::Done(p, [m, v, mx]) => {
                 Ok((p, join(time, [Some(m), Some(v), Some(mx)]).expect("m, v")))
             }
@@ -293,21 +298,18 @@ impl Optimizer for FusedAdamW {
             };
             *p = decayed - delta * lr_32;
         };
-        // The device kernel covers AdamW without cautious decay (AMSGrad: host loop only).
-        let rule = if cautious && decay_rate != 0.0 {
-            DeviceRule::None
-        } else {
-            DeviceRule::Adam(AdamConstants {
-                moments: moments.array(),
-                scale_1: bias_1,
-                scale_2: bias_2,
-                eps,
-                lr: lr_32,
-                decay: keep,
-                decays: decay_rate != 0.0,
-                decoupled: true,
-            })
-        };
+        let cautious_decay = cautious && decay_rate != 0.0;
+        let rule = DeviceRule::Adam(AdamConstants {
+            moments: moments.array(),
+            scale_1: bias_1,
+            scale_2: bias_2,
+            eps,
+            lr: lr_32,
+            decay: if cautious_decay { decay_rate_32 } else { keep },
+            decays: decay_rate != 0.0,
+            decoupled: true,
+            cautious: cautious_decay,
+        });
         let momentum = state.map(|s| s.momentum);
         match fused_moments(c.amsgrad, tensor, grad, momentum, update, rule) {
             Ok((p, momentum)) => (p, Some(AdamWState { momentum })),
@@ -365,6 +367,7 @@ impl Optimizer for FusedAdam {
             decay: penalty.unwrap_or(0.0),
             decays: penalty.is_some(),
             decoupled: false,
+            cautious: false,
         });
         let momentum = state.map(|s| s.momentum);
         match fused_moments(c.amsgrad, tensor, grad, momentum, update, rule) {

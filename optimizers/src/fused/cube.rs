@@ -26,8 +26,8 @@ use cubecl::prelude::*;
 use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
 use super::rule::{
-    AdaBeliefConstants, AdaGradConstants, AdaGradNormConstants, AdaHessianConstants, AdamConstants,
-    AdanConstants, AdanDecay, DeviceRule, DiffGradConstants, SophiaConstants,
+    AdaBeliefConstants, AdaGradConstants, AdaGradNormConstants, AdaGradNormRowConstants,
+    AdaHessianConstants, AdamConstants, AdanConstants, AdanDecay, DeviceRule, SophiaConstants,
 };
 use super::{Fused, StepInputs};
 
@@ -56,15 +56,16 @@ pub(crate) trait FusedStepBackend: Backend {
         constants: AdaBeliefConstants,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
-    /// diffGrad with `[m, v, g_prev]`.
-    #[fusion(meta = |p, _g, m, v, prev, _c| (p.clone(), m.clone(), v.clone(), prev.clone()))]
-    fn fused_diffgrad(
+    /// A step with three states (`rule`: diffGrad with `[m, v, g_prev]`, AdaBelief with AMSGrad
+    /// with `[m, s, max s]`, Adam / AdamW with AMSGrad with `[m, v, v_max]`).
+    #[fusion(meta = |p, _g, a, b, c, _rule| (p.clone(), a.clone(), b.clone(), c.clone()))]
+    fn fused_three_states(
         param: FloatTensor<Self>,
         grad: FloatTensor<Self>,
-        m: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        prev: FloatTensor<Self>,
-        constants: DiffGradConstants,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        rule: DeviceRule,
     ) -> (
         FloatTensor<Self>,
         FloatTensor<Self>,
@@ -102,14 +103,35 @@ pub(crate) trait FusedStepBackend: Backend {
         constants: SophiaConstants,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// Global AdaGrad-Norm with momentum, `[buf]`.
-    #[fusion(meta = |p, _g, buf, _c| (p.clone(), buf.clone()))]
+    /// AdaGrad-Norm with one state (`rule`: global with momentum, `[buf]`; per element without
+    /// momentum, `[acc]`).
+    #[fusion(meta = |p, _g, s, _rule| (p.clone(), s.clone()))]
     fn fused_adagrad_norm(
         param: FloatTensor<Self>,
         grad: FloatTensor<Self>,
-        buf: FloatTensor<Self>,
-        constants: AdaGradNormConstants,
+        state: FloatTensor<Self>,
+        rule: DeviceRule,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Per-row AdaGrad-Norm with momentum, reading `g` and `den` (broadcast), `[buf]`.
+    #[fusion(meta = |p, _g, _den, buf, _rule| (p.clone(), buf.clone()))]
+    fn fused_adagrad_norm_rows(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        den: FloatTensor<Self>,
+        buf: FloatTensor<Self>,
+        rule: DeviceRule,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Per-element AdaGrad-Norm with momentum, `[acc, buf]`.
+    #[fusion(meta = |p, _g, acc, buf, _rule| (p.clone(), acc.clone(), buf.clone()))]
+    fn fused_adagrad_norm_elements(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        acc: FloatTensor<Self>,
+        buf: FloatTensor<Self>,
+        rule: DeviceRule,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     /// A stateless step reading one tensor (`rule`: AdaGrad-Norm without momentum, M-FAC's
     /// first direction, `Axpy`).
@@ -120,12 +142,13 @@ pub(crate) trait FusedStepBackend: Backend {
         rule: DeviceRule,
     ) -> FloatTensor<Self>;
 
-    /// M-FAC's momentum EMA of the direction, reading `g` and `c`.
-    #[fusion(meta = |v, _g, _c, _rule| v.clone())]
-    fn fused_mfac_ema(
-        v: FloatTensor<Self>,
-        g: FloatTensor<Self>,
-        c: FloatTensor<Self>,
+    /// A stateless step reading two tensors (`rule`: M-FAC's momentum EMA of the direction,
+    /// reading `g` and `c`; per-row AdaGrad-Norm without momentum, reading `g` and `den`).
+    #[fusion(meta = |p, _a, _b, _rule| p.clone())]
+    fn fused_two_reads(
+        param: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
         rule: DeviceRule,
     ) -> FloatTensor<Self>;
 
@@ -229,6 +252,7 @@ impl FusedStepBackend for CubeBackend {
                 c.decay,
                 c.decays,
                 c.decoupled,
+                c.cautious,
             )
         };
         (param, m, v)
@@ -271,42 +295,106 @@ impl FusedStepBackend for CubeBackend {
         (param, m, s)
     }
 
-    fn fused_diffgrad(
+    fn fused_three_states(
         param: CubeTensor,
         grad: CubeTensor,
-        m: CubeTensor,
-        v: CubeTensor,
-        prev: CubeTensor,
-        c: DiffGradConstants,
+        a: CubeTensor,
+        b: CubeTensor,
+        c: CubeTensor,
+        rule: DeviceRule,
     ) -> (CubeTensor, CubeTensor, CubeTensor, CubeTensor) {
         let (param, grad) = (writable(param), readable(grad));
-        let (m, v, prev) = (writable(m), writable(v), writable(prev));
+        let (a, b, c) = (writable(a), writable(b), writable(c));
         let (count, dim, vs) = grid(&param);
-        let [b1, b2, f1, f2] = c.moments;
+        let (client, p, g) = (&param.client, arg(&param, vs), arg(&grad, vs));
+        let states = (arg(&a, vs), arg(&b, vs), arg(&c, vs));
         // SAFETY: each buffer holds exactly the parameter's elements (shapes checked, see `arg`)
         // and every unit checks its index against the parameter's length.
         unsafe {
-            kernels::diffgrad::launch_unchecked(
-                &param.client,
-                count,
-                dim,
-                vs,
-                arg(&param, vs),
-                arg(&grad, vs),
-                arg(&m, vs),
-                arg(&v, vs),
-                arg(&prev, vs),
-                b1,
-                b2,
-                f1,
-                f2,
-                c.eps,
-                c.weight_decay,
-                c.step_size,
-                c.decays,
-            )
+            match rule {
+                DeviceRule::DiffGrad(k) => {
+                    let [b1, b2, f1, f2] = k.moments;
+                    let (m, v, prev) = states;
+                    kernels::diffgrad::launch_unchecked(
+                        client,
+                        count,
+                        dim,
+                        vs,
+                        p,
+                        g,
+                        m,
+                        v,
+                        prev,
+                        b1,
+                        b2,
+                        f1,
+                        f2,
+                        k.eps,
+                        k.weight_decay,
+                        k.step_size,
+                        k.decays,
+                    )
+                }
+                DeviceRule::AdaBeliefAmsgrad {
+                    constants: k,
+                    max_in_denominator,
+                } => {
+                    let [b1, b2, f1, f2] = k.moments;
+                    let (m, s, max) = states;
+                    kernels::adabelief_amsgrad::launch_unchecked(
+                        client,
+                        count,
+                        dim,
+                        vs,
+                        p,
+                        g,
+                        m,
+                        s,
+                        max,
+                        b1,
+                        b2,
+                        f1,
+                        f2,
+                        k.eps,
+                        k.coupled,
+                        k.theta_scale,
+                        k.denom_scale,
+                        k.adaptive_size,
+                        k.sgd_size,
+                        max_in_denominator,
+                    )
+                }
+                DeviceRule::AdamAmsgrad(k) => {
+                    let [b1, b2, f1, f2] = k.moments;
+                    let (m, v, v_max) = states;
+                    kernels::adam_amsgrad::launch_unchecked(
+                        client,
+                        count,
+                        dim,
+                        vs,
+                        p,
+                        g,
+                        m,
+                        v,
+                        v_max,
+                        b1,
+                        b2,
+                        f1,
+                        f2,
+                        k.scale_1,
+                        k.scale_2,
+                        k.eps,
+                        k.lr,
+                        k.decay,
+                        k.decays,
+                        k.decoupled,
+                        k.cautious,
+                    )
+                }
+                other => unreachable!("{other:?} is not a three-state rule"),
+            }
         };
-        (param, m, v, prev)
+        (param, a, b, c)
     }
 
     fn fused_adagrad(
@@ -433,31 +521,112 @@ impl FusedStepBackend for CubeBackend {
     fn fused_adagrad_norm(
         param: CubeTensor,
         grad: CubeTensor,
-        buf: CubeTensor,
-        c: AdaGradNormConstants,
+        state: CubeTensor,
+        rule: DeviceRule,
     ) -> (CubeTensor, CubeTensor) {
-        let (param, grad, buf) = (writable(param), readable(grad), writable(buf));
+        let (param, grad, state) = (writable(param), readable(grad), writable(state));
         let (count, dim, vs) = grid(&param);
-        let [mu, fraction] = c.momentum.expect("the momentum kernel");
+        let (client, p, g, s) = (
+            &param.client,
+            arg(&param, vs),
+            arg(&grad, vs),
+            arg(&state, vs),
+        );
         // SAFETY: each buffer holds exactly the parameter's elements (shapes checked, see `arg`)
         // and every unit checks its index against the parameter's length.
         unsafe {
-            kernels::adagrad_norm_momentum::launch_unchecked(
+            match rule {
+                DeviceRule::AdaGradNorm(c) => {
+                    let [mu, fraction] = c.momentum.expect("the momentum kernel");
+                    kernels::adagrad_norm_momentum::launch_unchecked(
+                        client, count, dim, vs, p, g, s, mu, fraction, c.scale, c.decay, c.decays,
+                    )
+                }
+                DeviceRule::AdaGradNormElements(c) => {
+                    kernels::adagrad_norm_elements::launch_unchecked(
+                        client, count, dim, vs, p, g, s, c.clr, c.eps, c.decay, c.decays,
+                    )
+                }
+                other => unreachable!("{other:?} is not AdaGrad-Norm with one state"),
+            }
+        };
+        (param, state)
+    }
+
+    fn fused_adagrad_norm_rows(
+        param: CubeTensor,
+        grad: CubeTensor,
+        den: CubeTensor,
+        buf: CubeTensor,
+        rule: DeviceRule,
+    ) -> (CubeTensor, CubeTensor) {
+        let DeviceRule::AdaGradNormRows(c) = rule else {
+            unreachable!("{rule:?} is not per-row AdaGrad-Norm")
+        };
+        let [mu, fraction] = c.momentum.expect("the momentum kernel");
+        let (param, grad) = (writable(param), readable(grad));
+        let (den, buf) = (readable(den), writable(buf));
+        let (count, dim, vs) = grid(&param);
+        // SAFETY: param, grad and buf hold exactly the parameter's elements and every unit checks
+        // its index against the parameter's length; `den` holds one entry per row (or column) of
+        // the `[rows, cols]` view (checked by `try_step_broadcast`), which the index stays within.
+        unsafe {
+            kernels::adagrad_norm_rows_momentum::launch_unchecked(
                 &param.client,
                 count,
                 dim,
                 vs,
                 arg(&param, vs),
                 arg(&grad, vs),
+                arg(&den, 1),
                 arg(&buf, vs),
+                c.cols,
                 mu,
                 fraction,
-                c.scale,
+                c.clr,
                 c.decay,
+                c.along_rows,
                 c.decays,
             )
         };
         (param, buf)
+    }
+
+    fn fused_adagrad_norm_elements(
+        param: CubeTensor,
+        grad: CubeTensor,
+        acc: CubeTensor,
+        buf: CubeTensor,
+        rule: DeviceRule,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let DeviceRule::AdaGradNormElements(c) = rule else {
+            unreachable!("{rule:?} is not per-element AdaGrad-Norm")
+        };
+        let [mu, fraction] = c.momentum.expect("the momentum kernel");
+        let (param, grad) = (writable(param), readable(grad));
+        let (acc, buf) = (writable(acc), writable(buf));
+        let (count, dim, vs) = grid(&param);
+        // SAFETY: each buffer holds exactly the parameter's elements (shapes checked, see `arg`)
+        // and every unit checks its index against the parameter's length.
+        unsafe {
+            kernels::adagrad_norm_elements_momentum::launch_unchecked(
+                &param.client,
+                count,
+                dim,
+                vs,
+                arg(&param, vs),
+                arg(&grad, vs),
+                arg(&acc, vs),
+                arg(&buf, vs),
+                mu,
+                fraction,
+                c.clr,
+                c.eps,
+                c.decay,
+                c.decays,
+            )
+        };
+        (param, acc, buf)
     }
 
     fn fused_one_read(param: CubeTensor, read: CubeTensor, rule: DeviceRule) -> CubeTensor {
@@ -486,32 +655,54 @@ impl FusedStepBackend for CubeBackend {
         param
     }
 
-    fn fused_mfac_ema(v: CubeTensor, g: CubeTensor, c: CubeTensor, rule: DeviceRule) -> CubeTensor {
-        let DeviceRule::MfacEma {
-            momentum: [mu, fraction],
-            damp,
-        } = rule
-        else {
-            unreachable!("{rule:?} is not M-FAC's EMA")
-        };
-        let (v, g, c) = (writable(v), readable(g), readable(c));
-        let (count, dim, vs) = grid(&v);
-        // SAFETY: as above.
+    fn fused_two_reads(
+        param: CubeTensor,
+        a: CubeTensor,
+        b: CubeTensor,
+        rule: DeviceRule,
+    ) -> CubeTensor {
+        let (param, a, b) = (writable(param), readable(a), readable(b));
+        let (count, dim, vs) = grid(&param);
+        let (client, p, a_arg) = (&param.client, arg(&param, vs), arg(&a, vs));
+        // SAFETY: param and `a` hold exactly the parameter's elements and every unit checks its
+        // index against the parameter's length; `b` holds the parameter's elements (M-FAC) or one
+        // entry per row (or column) of the `[rows, cols]` view (checked by
+        // `try_step_broadcast`), which the index stays within.
         unsafe {
-            kernels::mfac_ema::launch_unchecked(
-                &v.client,
-                count,
-                dim,
-                vs,
-                arg(&v, vs),
-                arg(&g, vs),
-                arg(&c, vs),
-                mu,
-                fraction,
-                damp,
-            )
+            match rule {
+                DeviceRule::MfacEma {
+                    momentum: [mu, fraction],
+                    damp,
+                } => kernels::mfac_ema::launch_unchecked(
+                    client,
+                    count,
+                    dim,
+                    vs,
+                    p,
+                    a_arg,
+                    arg(&b, vs),
+                    mu,
+                    fraction,
+                    damp,
+                ),
+                DeviceRule::AdaGradNormRows(c) => kernels::adagrad_norm_rows::launch_unchecked(
+                    client,
+                    count,
+                    dim,
+                    vs,
+                    p,
+                    a_arg,
+                    arg(&b, 1),
+                    c.cols,
+                    c.clr,
+                    c.decay,
+                    c.along_rows,
+                    c.decays,
+                ),
+                other => unreachable!("{other:?} is not a stateless two-read rule"),
+            }
         };
-        v
+        param
     }
 
     fn fused_adan(
@@ -573,7 +764,8 @@ pub(crate) mod kernels {
     use cubecl::prelude::*;
 
     /// Adam (Burn's `Adam`: coupled L2 penalty, ε scaled by `√(1−β2ᵗ)`) or, with `decoupled`,
-    /// AdamW (Burn's `AdamW`: `θ·(1 − lr·wd) − lr·m̂/(√v̂ + ε)`); `fused::adamw`'s loops.
+    /// AdamW (Burn's `AdamW`: `θ·(1 − lr·wd) − lr·m̂/(√v̂ + ε)`, with `cautious` the decay only
+    /// where θ and m have the same sign); `fused::adamw`'s loops.
     #[cube(launch_unchecked)]
     #[allow(clippy::too_many_arguments)]
     pub fn adam<N: Size>(
@@ -592,39 +784,118 @@ pub(crate) mod kernels {
         decay: f32,
         #[comptime] decays: bool,
         #[comptime] decoupled: bool,
+        #[comptime] cautious: bool,
     ) {
         let i = ABSOLUTE_POS;
         if i < param.len() {
-            let b1 = Vector::<f32, N>::new(b1);
-            let b2 = Vector::<f32, N>::new(b2);
-            let f1 = Vector::<f32, N>::new(f1);
-            let f2 = Vector::<f32, N>::new(f2);
-            let scale_1 = Vector::<f32, N>::new(scale_1);
-            let scale_2 = Vector::<f32, N>::new(scale_2);
-            let eps = Vector::<f32, N>::new(eps);
-            let lr = Vector::<f32, N>::new(lr);
-            let decay = Vector::<f32, N>::new(decay);
             let p = param[i];
-            let mut g = grad[i];
-            if decays && !decoupled {
-                g = p * decay + g;
-            }
-            let m_i = m[i] * b1 + g * f1;
-            let v_i = v[i] * b2 + g * g * f2;
+            let g = adam_grad::<N>(p, grad[i], decay, decays, decoupled);
+            let m_i = m[i] * Vector::<f32, N>::new(b1) + g * Vector::<f32, N>::new(f1);
+            let v_i = v[i] * Vector::<f32, N>::new(b2) + g * g * Vector::<f32, N>::new(f2);
             m[i] = m_i;
             v[i] = v_i;
-            if decoupled {
-                let delta = (m_i / scale_1) / (Vector::sqrt(v_i / scale_2) + eps);
-                let mut kept = p;
-                if decays {
-                    kept = p * decay;
+            param[i] = adam_param::<N>(
+                p, m_i, v_i, scale_1, scale_2, eps, lr, decay, decays, decoupled, cautious,
+            );
+        }
+    }
+
+    /// [`adam`] with AMSGrad: the running maximum of v (`v_max`) in the denominator.
+    #[cube(launch_unchecked)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn adam_amsgrad<N: Size>(
+        param: &mut [Vector<f32, N>],
+        grad: &[Vector<f32, N>],
+        m: &mut [Vector<f32, N>],
+        v: &mut [Vector<f32, N>],
+        v_max: &mut [Vector<f32, N>],
+        b1: f32,
+        b2: f32,
+        f1: f32,
+        f2: f32,
+        scale_1: f32,
+        scale_2: f32,
+        eps: f32,
+        lr: f32,
+        decay: f32,
+        #[comptime] decays: bool,
+        #[comptime] decoupled: bool,
+        #[comptime] cautious: bool,
+    ) {
+        let i = ABSOLUTE_POS;
+        if i < param.len() {
+            let p = param[i];
+            let g = adam_grad::<N>(p, grad[i], decay, decays, decoupled);
+            let m_i = m[i] * Vector::<f32, N>::new(b1) + g * Vector::<f32, N>::new(f1);
+            let v_i = v[i] * Vector::<f32, N>::new(b2) + g * g * Vector::<f32, N>::new(f2);
+            let max_i = max(v_max[i], v_i);
+            m[i] = m_i;
+            v[i] = v_i;
+            v_max[i] = max_i;
+            param[i] = adam_param::<N>(
+                p, m_i, max_i, scale_1, scale_2, eps, lr, decay, decays, decoupled, cautious,
+            );
+        }
+    }
+
+    /// Adam's gradient: `g + wd·θ` under the coupled penalty.
+    #[cube]
+    fn adam_grad<N: Size>(
+        p: Vector<f32, N>,
+        g: Vector<f32, N>,
+        decay: f32,
+        #[comptime] decays: bool,
+        #[comptime] decoupled: bool,
+    ) -> Vector<f32, N> {
+        let mut out = g;
+        if decays && !decoupled {
+            out = p * Vector::<f32, N>::new(decay) + g;
+        }
+        out
+    }
+
+    /// The new θ of Adam / AdamW from the new m and the v of the denominator.
+    #[cube]
+    #[allow(clippy::too_many_arguments)]
+    fn adam_param<N: Size>(
+        p: Vector<f32, N>,
+        m_i: Vector<f32, N>,
+        v_i: Vector<f32, N>,
+        scale_1: f32,
+        scale_2: f32,
+        eps: f32,
+        lr: f32,
+        decay: f32,
+        #[comptime] decays: bool,
+        #[comptime] decoupled: bool,
+        #[comptime] cautious: bool,
+    ) -> Vector<f32, N> {
+        let scale_1 = Vector::<f32, N>::new(scale_1);
+        let eps = Vector::<f32, N>::new(eps);
+        let lr = Vector::<f32, N>::new(lr);
+        // `decoupled` is comptime: the kernel keeps one of the two assignments of `delta`.
+        let mut kept = p;
+        let mut delta = (m_i * scale_1) / (Vector::sqrt(v_i) + eps);
+        if decoupled {
+            delta = (m_i / scale_1) / (Vector::sqrt(v_i / Vector::<f32, N>::new(scale_2)) + eps);
+            if decays {
+                if cautious {
+                    // θ − θ·lr·wd where θ and m have the same sign (`≥ 0` alike), θ elsewhere.
+                    let zero = Vector::<f32, N>::new(0.0);
+                    let decayed = p * Vector::<f32, N>::new(decay);
+                    let m_nonneg = m_i.greater_equal(&zero);
+                    let same_sign = select_many(
+                        p.greater_equal(&zero),
+                        select_many(m_nonneg, decayed, zero),
+                        select_many(m_nonneg, zero, decayed),
+                    );
+                    kept = p - same_sign;
+                } else {
+                    kept = p * Vector::<f32, N>::new(decay);
                 }
-                param[i] = kept - delta * lr;
-            } else {
-                let delta = (m_i * scale_1) / (Vector::sqrt(v_i) + eps);
-                param[i] = p - delta * lr;
             }
         }
+        kept - delta * lr
     }
 
     /// AdaBelief without AMSGrad (`AdaBelief`'s branch-free host loop).
@@ -667,6 +938,51 @@ pub(crate) mod kernels {
             s[i] = s_i;
             let denom = Vector::sqrt(s_i) * denom_scale + eps;
             param[i] = theta * theta_scale - (m_i / denom) * adaptive_size - m_i * sgd_size;
+        }
+    }
+
+    /// AdaBelief with AMSGrad (`AdaBelief`'s host loop): `max s` is updated, and used in the
+    /// denominator without rectification (`max_in_denominator`).
+    #[cube(launch_unchecked)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn adabelief_amsgrad<N: Size>(
+        param: &mut [Vector<f32, N>],
+        grad: &[Vector<f32, N>],
+        m: &mut [Vector<f32, N>],
+        s: &mut [Vector<f32, N>],
+        max_s: &mut [Vector<f32, N>],
+        b1: f32,
+        b2: f32,
+        f1: f32,
+        f2: f32,
+        eps: f32,
+        coupled: f32,
+        theta_scale: f32,
+        denom_scale: f32,
+        adaptive_size: f32,
+        sgd_size: f32,
+        #[comptime] max_in_denominator: bool,
+    ) {
+        let i = ABSOLUTE_POS;
+        if i < param.len() {
+            let eps = Vector::<f32, N>::new(eps);
+            let theta = param[i];
+            let g = grad[i] + theta * Vector::<f32, N>::new(coupled);
+            let m_i = m[i] * Vector::<f32, N>::new(b1) + g * Vector::<f32, N>::new(f1);
+            let belief = (g - m_i) * (g - m_i);
+            let s_i = (s[i] * Vector::<f32, N>::new(b2) + belief * Vector::<f32, N>::new(f2)) + eps;
+            let max_i = max(max_s[i], s_i);
+            m[i] = m_i;
+            s[i] = s_i;
+            max_s[i] = max_i;
+            let mut s_used = s_i;
+            if max_in_denominator {
+                s_used = max_i;
+            }
+            let denom = Vector::sqrt(s_used) * Vector::<f32, N>::new(denom_scale) + eps;
+            param[i] = theta * Vector::<f32, N>::new(theta_scale)
+                - (m_i / denom) * Vector::<f32, N>::new(adaptive_size)
+                - m_i * Vector::<f32, N>::new(sgd_size);
         }
     }
 
@@ -828,6 +1144,146 @@ pub(crate) mod kernels {
                 let ratio = m_i / (h[i] * b + Vector::new(1e-15));
                 param[i] = theta - clamp(ratio, Vector::new(-1.0), Vector::new(1.0)) * lr;
             }
+        }
+    }
+
+    /// Per-row AdaGrad-Norm's update (`PerRowUpdate`'s host loops): `θ − (dir/den)·clr`, then
+    /// `− g·decay` when it `decays`.
+    #[cube]
+    fn per_row_update<N: Size>(
+        p: Vector<f32, N>,
+        g: Vector<f32, N>,
+        dir: Vector<f32, N>,
+        den: Vector<f32, N>,
+        clr: f32,
+        decay: f32,
+        #[comptime] decays: bool,
+    ) -> Vector<f32, N> {
+        let stepped = p - (dir / den) * Vector::<f32, N>::new(clr);
+        let mut out = stepped;
+        if decays {
+            out = stepped - g * Vector::<f32, N>::new(decay);
+        }
+        out
+    }
+
+    /// The `den` of the `size` elements of unit `unit` in the row-major `[rows, cols]` view:
+    /// `den[e / cols]` (`along_rows`) or `den[e % cols]` for element `e`.
+    #[cube]
+    fn broadcast_den<N: Size>(
+        den: &[f32],
+        unit: usize,
+        cols: usize,
+        #[comptime] size: usize,
+        #[comptime] along_rows: bool,
+    ) -> Vector<f32, N> {
+        let mut out = Vector::<f32, N>::empty();
+        #[unroll]
+        for k in 0..size {
+            let e = unit * size + k;
+            if along_rows {
+                out.insert(k, den[e / cols]);
+            } else {
+                out.insert(k, den[e % cols]);
+            }
+        }
+        out
+    }
+
+    /// Per-row AdaGrad-Norm without momentum, `den` broadcast over the rows or columns.
+    #[cube(launch_unchecked)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn adagrad_norm_rows<N: Size>(
+        param: &mut [Vector<f32, N>],
+        grad: &[Vector<f32, N>],
+        den: &[f32],
+        cols: usize,
+        clr: f32,
+        decay: f32,
+        #[comptime] along_rows: bool,
+        #[comptime] decays: bool,
+    ) {
+        let i = ABSOLUTE_POS;
+        if i < param.len() {
+            let size = grad.vector_size().comptime();
+            let d = broadcast_den::<N>(den, i, cols, size, along_rows);
+            let g = grad[i];
+            param[i] = per_row_update::<N>(param[i], g, g, d, clr, decay, decays);
+        }
+    }
+
+    /// Per-row AdaGrad-Norm with momentum, `den` broadcast over the rows or columns.
+    #[cube(launch_unchecked)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn adagrad_norm_rows_momentum<N: Size>(
+        param: &mut [Vector<f32, N>],
+        grad: &[Vector<f32, N>],
+        den: &[f32],
+        buf: &mut [Vector<f32, N>],
+        cols: usize,
+        mu: f32,
+        fraction: f32,
+        clr: f32,
+        decay: f32,
+        #[comptime] along_rows: bool,
+        #[comptime] decays: bool,
+    ) {
+        let i = ABSOLUTE_POS;
+        if i < param.len() {
+            let size = grad.vector_size().comptime();
+            let d = broadcast_den::<N>(den, i, cols, size, along_rows);
+            let g = grad[i];
+            let b = buf[i] * Vector::<f32, N>::new(mu) + g * Vector::<f32, N>::new(fraction);
+            buf[i] = b;
+            param[i] = per_row_update::<N>(param[i], g, b, d, clr, decay, decays);
+        }
+    }
+
+    /// Per-element AdaGrad-Norm without momentum: `acc += g·g`, `den = √acc + ε`.
+    #[cube(launch_unchecked)]
+    pub fn adagrad_norm_elements<N: Size>(
+        param: &mut [Vector<f32, N>],
+        grad: &[Vector<f32, N>],
+        acc: &mut [Vector<f32, N>],
+        clr: f32,
+        eps: f32,
+        decay: f32,
+        #[comptime] decays: bool,
+    ) {
+        let i = ABSOLUTE_POS;
+        if i < param.len() {
+            let g = grad[i];
+            let a = acc[i] + g * g;
+            acc[i] = a;
+            let d = Vector::sqrt(a) + Vector::<f32, N>::new(eps);
+            param[i] = per_row_update::<N>(param[i], g, g, d, clr, decay, decays);
+        }
+    }
+
+    /// Per-element AdaGrad-Norm with momentum.
+    #[cube(launch_unchecked)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn adagrad_norm_elements_momentum<N: Size>(
+        param: &mut [Vector<f32, N>],
+        grad: &[Vector<f32, N>],
+        acc: &mut [Vector<f32, N>],
+        buf: &mut [Vector<f32, N>],
+        mu: f32,
+        fraction: f32,
+        clr: f32,
+        eps: f32,
+        decay: f32,
+        #[comptime] decays: bool,
+    ) {
+        let i = ABSOLUTE_POS;
+        if i < param.len() {
+            let g = grad[i];
+            let a = acc[i] + g * g;
+            acc[i] = a;
+            let d = Vector::sqrt(a) + Vector::<f32, N>::new(eps);
+            let b = buf[i] * Vector::<f32, N>::new(mu) + g * Vector::<f32, N>::new(fraction);
+            buf[i] = b;
+            param[i] = per_row_update::<N>(param[i], g, b, d, clr, decay, decays);
         }
     }
 
@@ -1032,34 +1488,15 @@ pub(crate) fn try_step<const D: usize, const R: usize, const K: usize>(
     init: [f32; K],
     rule: DeviceRule,
 ) -> Result<Fused<D, R, K>, Box<StepInputs<D, R, K>>> {
-    if rule == DeviceRule::None {
+    // The broadcast rule runs from `try_step_broadcast` only (it needs the vector).
+    if matches!(rule, DeviceRule::AdaGradNormRows(_)) || !fit(&inputs, rule) {
         return Err(Box::new(inputs));
     }
-    let shape = inputs.param.shape();
-    let fits = |t: &Tensor<D>| on_cube(t) && t.shape() == shape;
-    if rule.arity() != (R, K) || !inputs.all_fit(fits) {
-        return Err(Box::new(inputs));
-    }
-    let StepInputs {
-        param,
-        reads,
-        states,
-    } = inputs;
-    let device = param.device();
-    let mut reads = reads.into_iter().map(Tensor::into_dispatch);
-    let grad = reads.next().expect("the gradient");
-    let second = reads.next();
-    let states: Vec<DispatchTensor> = states
-        .into_iter()
-        .zip(init)
-        .map(|(s, init)| {
-            s.unwrap_or_else(|| Tensor::full(shape.clone(), init, &device))
-                .into_dispatch()
-        })
-        .collect();
-    let param = param.into_dispatch();
+    let (param, mut reads, states) = dispatch(inputs, init);
+    let grad = reads.remove(0);
+    let second = reads.pop();
     let (param, states) = match rule {
-        DeviceRule::None => unreachable!("declined above"),
+        DeviceRule::AdaGradNormRows(_) => unreachable!("declined above"),
         DeviceRule::Adam(c) => {
             let [m, v] = exactly(states);
             let (p, m, v) = Dispatch::fused_adam(param, grad, m, v, c);
@@ -1070,10 +1507,12 @@ pub(crate) fn try_step<const D: usize, const R: usize, const K: usize>(
             let (p, m, s) = Dispatch::fused_adabelief(param, grad, m, s, c);
             (p, vec![m, s])
         }
-        DeviceRule::DiffGrad(c) => {
-            let [m, v, prev] = exactly(states);
-            let (p, m, v, prev) = Dispatch::fused_diffgrad(param, grad, m, v, prev, c);
-            (p, vec![m, v, prev])
+        DeviceRule::DiffGrad(_)
+        | DeviceRule::AdaBeliefAmsgrad { .. }
+        | DeviceRule::AdamAmsgrad(_) => {
+            let [a, b, c] = exactly(states);
+            let (p, a, b, c) = Dispatch::fused_three_states(param, grad, a, b, c, rule);
+            (p, vec![a, b, c])
         }
         DeviceRule::AdaGrad(c) => {
             let [sum] = exactly(states);
@@ -1092,17 +1531,25 @@ pub(crate) fn try_step<const D: usize, const R: usize, const K: usize>(
             let (p, m) = Dispatch::fused_sophia(param, grad, h, m, c);
             (p, vec![m])
         }
-        DeviceRule::AdaGradNorm(c) if c.momentum.is_some() => {
-            let [buf] = exactly(states);
-            let (p, buf) = Dispatch::fused_adagrad_norm(param, grad, buf, c);
-            (p, vec![buf])
+        DeviceRule::AdaGradNorm(AdaGradNormConstants {
+            momentum: Some(_), ..
+        })
+        | DeviceRule::AdaGradNormElements(AdaGradNormRowConstants { momentum: None, .. }) => {
+            let [state] = exactly(states);
+            let (p, state) = Dispatch::fused_adagrad_norm(param, grad, state, rule);
+            (p, vec![state])
+        }
+        DeviceRule::AdaGradNormElements(_) => {
+            let [acc, buf] = exactly(states);
+            let (p, acc, buf) = Dispatch::fused_adagrad_norm_elements(param, grad, acc, buf, rule);
+            (p, vec![acc, buf])
         }
         DeviceRule::AdaGradNorm(_) | DeviceRule::MfacFirst { .. } | DeviceRule::Axpy { .. } => {
             (Dispatch::fused_one_read(param, grad, rule), vec![])
         }
         DeviceRule::MfacEma { .. } => {
             let c = second.expect("arity checked");
-            (Dispatch::fused_mfac_ema(param, grad, c, rule), vec![])
+            (Dispatch::fused_two_reads(param, grad, c, rule), vec![])
         }
         DeviceRule::Adan(c) => {
             let [m, v, d, neg] = exactly(states);
@@ -1110,8 +1557,87 @@ pub(crate) fn try_step<const D: usize, const R: usize, const K: usize>(
             (p, vec![m, v, d, neg])
         }
     };
+    Ok(done(param, states))
+}
+
+/// [`try_step`] for per-row AdaGrad-Norm ([`DeviceRule::AdaGradNormRows`]), whose `den` (`vector`,
+/// `[view[0], 1]` or `[1, view[1]]`) is broadcast over the row-major `[rows, cols]` view `view`
+/// of the parameter; the inputs and the vector back when the kernel does not apply.
+pub(crate) fn try_step_broadcast<const D: usize, const R: usize, const K: usize>(
+    inputs: StepInputs<D, R, K>,
+    view: [usize; 2],
+    vector: Tensor<2>,
+    init: [f32; K],
+    rule: DeviceRule,
+) -> Result<Fused<D, R, K>, Box<(StepInputs<D, R, K>, Tensor<2>)>> {
+    let DeviceRule::AdaGradNormRows(c) = rule else {
+        return Err(Box::new((inputs, vector)));
+    };
+    // Same rule as the host loop: `[1, C]` over `[1, C]` is per column.
+    let along_rows = vector.dims() == [view[0], 1];
+    let entries = if along_rows { view[0] } else { view[1] };
+    let vector_fits = on_cube(&vector) && vector.shape().num_elements() == entries;
+    if !vector_fits || !fit(&inputs, rule) {
+        return Err(Box::new((inputs, vector)));
+    }
+    let rule = DeviceRule::AdaGradNormRows(AdaGradNormRowConstants {
+        cols: view[1],
+        along_rows,
+        ..c
+    });
+    let (param, mut reads, states) = dispatch(inputs, init);
+    let (grad, den) = (reads.remove(0), vector.into_dispatch());
+    let (param, states) = if c.momentum.is_some() {
+        let [buf] = exactly(states);
+        let (p, buf) = Dispatch::fused_adagrad_norm_rows(param, grad, den, buf, rule);
+        (p, vec![buf])
+    } else {
+        (Dispatch::fused_two_reads(param, grad, den, rule), vec![])
+    };
+    Ok(done(param, states))
+}
+
+/// Whether `rule`'s kernel takes `inputs`: its arity, every tensor on a CubeCL device with the
+/// parameter's shape.
+fn fit<const D: usize, const R: usize, const K: usize>(
+    inputs: &StepInputs<D, R, K>,
+    rule: DeviceRule,
+) -> bool {
+    let shape = inputs.param.shape();
+    rule.arity() == (R, K) && inputs.all_fit(|t| on_cube(t) && t.shape() == shape)
+}
+
+/// The dispatch tensors of `inputs`: the parameter, the reads and the states (those not given
+/// yet filled with `init[k]`).
+fn dispatch<const D: usize, const R: usize, const K: usize>(
+    inputs: StepInputs<D, R, K>,
+    init: [f32; K],
+) -> (DispatchTensor, Vec<DispatchTensor>, Vec<DispatchTensor>) {
+    let StepInputs {
+        param,
+        reads,
+        states,
+    } = inputs;
+    let (device, shape) = (param.device(), param.shape());
+    let reads = reads.into_iter().map(Tensor::into_dispatch).collect();
+    let states = states
+        .into_iter()
+        .zip(init)
+        .map(|(s, init)| {
+            s.unwrap_or_else(|| Tensor::full(shape.clone(), init, &device))
+                .into_dispatch()
+        })
+        .collect();
+    (param.into_dispatch(), reads, states)
+}
+
+/// The step's result from the kernel's output tensors.
+fn done<const D: usize, const R: usize, const K: usize>(
+    param: DispatchTensor,
+    states: Vec<DispatchTensor>,
+) -> Fused<D, R, K> {
     let states = exactly(states.into_iter().map(Tensor::from_dispatch).collect());
-    Ok(Fused::Done(Tensor::from_dispatch(param), states))
+    Fused::Done(Tensor::from_dispatch(param), states)
 }
 
 /// The `N` elements of `v` as an array (the lengths were checked against the rule).

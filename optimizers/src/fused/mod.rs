@@ -31,19 +31,19 @@
 //! that are contiguous in row-major order. The loop runs in chunks on rayon's thread pool, with an
 //! AVX2 copy picked at run time ([`kernel`]). Buffers are copy-on-write: in place when uniquely
 //! owned, copied first when another tensor shares them. Every other case (other backends, f16/bf16,
-//! transposed or sliced tensors, options the fused loop does not cover such as AMSGrad in Burn's
-//! AdamW) takes the tensor-op path with the same numbers: each fused loop performs the tensor-op
-//! path's f32 operations in the same order, so the two agree to f32 rounding (bit for bit where
-//! both use correctly rounded operations; `exp` may differ by an ulp).
+//! transposed or sliced tensors, options a fused loop does not cover) takes the tensor-op path
+//! with the same numbers: each fused loop performs the tensor-op path's f32 operations in the
+//! same order, so the two agree to f32 rounding (bit for bit where both use correctly rounded
+//! operations; `exp` may differ by an ulp).
 //!
 //! On wgpu and cuda (features `wgpu` / `cuda`) the per-tensor optimizers (Adam, AdamW without
-//! cautious decay, Adan, diffGrad, AdaBelief and AdaGrad, without AMSGrad), AdaHessian (power 1),
-//! Sophia-G/H, global AdaGrad-Norm and M-FAC's elementwise passes run one CubeCL kernel per
-//! tensor step instead (`cube`): a Burn backend extension that joins Burn's fusion stream as one
-//! operation, in place when the buffers are not shared. It agrees with the tensor-op path to f32
-//! rounding (the device's `sqrt`, `exp` and division need not be correctly rounded); Sophia's
-//! unclipped count is then a reduction of the new state. Per-row AdaGrad-Norm keeps its
-//! tensor-op path on those devices.
+//! cautious decay, Adan, diffGrad, AdaBelief and AdaGrad, AMSGrad included), AdaHessian (power 1),
+//! Sophia-G/H, AdaGrad-Norm (global and per-row, its `den` read broadcast by row or column) and
+//! M-FAC's elementwise passes run one CubeCL kernel per tensor step instead (`cube`): a Burn
+//! backend extension that joins Burn's fusion stream as one operation, in place when the buffers
+//! are not shared. It agrees with the tensor-op path to f32 rounding (the device's `sqrt`, `exp`
+//! and division need not be correctly rounded); Sophia's unclipped count is then a reduction of
+//! the new state.
 //!
 //! # Observing and forcing the path
 //! [`path_counts`] counts, on the calling thread, how many tensor steps took each path, so tests
@@ -166,7 +166,7 @@ impl<const D: usize, const R: usize, const K: usize> StepInputs<D, R, K> {
     }
 }
 
-/// The outcome of [`try_step`].
+/// The outcome of [`try_step_on`].
 pub(crate) enum Fused<const D: usize, const R: usize, const K: usize> {
     /// The updated parameter and the `K` states.
     Done(Tensor<D>, [Tensor<D>; K]),
@@ -174,20 +174,12 @@ pub(crate) enum Fused<const D: usize, const R: usize, const K: usize> {
     Declined(StepInputs<D, R, K>),
 }
 
-/// Runs `update` on every element as one fused loop, or hands the inputs back
+/// Runs `update` on every element as one fused loop on the host, or `rule`'s kernel on the
+/// CubeCL backends (wgpu, cuda) when firebox-optim is built with them (`update` and `rule` must
+/// describe the same step), or hands the inputs back
 /// ([`Fused::Declined`]) when the fused path does not apply; counts the path either way, so a
 /// caller that gets them back must run its tensor-op path. States that are `None` start at
-/// `init[k]`. Host loop only; [`try_step_on`] also runs a device kernel.
-pub(crate) fn try_step<const D: usize, const R: usize, const K: usize>(
-    inputs: StepInputs<D, R, K>,
-    init: [f32; K],
-    update: &(impl Fn(&mut f32, [f32; R], &mut [f32; K]) + Sync + Copy),
-) -> Fused<D, R, K> {
-    try_step_on(inputs, init, update, DeviceRule::None)
-}
-
-/// [`try_step`] that runs `rule`'s kernel on the CubeCL backends (wgpu, cuda) when firebox-optim
-/// is built with them; `update` and `rule` must describe the same step.
+/// `init[k]`.
 pub(crate) fn try_step_on<const D: usize, const R: usize, const K: usize>(
     inputs: StepInputs<D, R, K>,
     init: [f32; K],
@@ -226,29 +218,29 @@ pub(crate) fn try_step_counting_on<const D: usize, const R: usize, const K: usiz
     result
 }
 
-/// The device kernel of `rule` ([`cube`]), or the inputs back.
-#[cfg(feature = "cube")]
+/// The device kernel of `rule` ([`cube`]), or the inputs back (always, without a device kernel
+/// in the build).
+// `return` ends the body only when the device kernel is compiled in.
+#[allow(clippy::needless_return)]
 fn on_device<const D: usize, const R: usize, const K: usize>(
     inputs: StepInputs<D, R, K>,
     init: [f32; K],
     rule: DeviceRule,
 ) -> Result<Fused<D, R, K>, Box<StepInputs<D, R, K>>> {
-    cube::try_step(inputs, init, rule)
+    #[cfg(feature = "cube")]
+    return cube::try_step(inputs, init, rule);
+    #[cfg(not(feature = "cube"))]
+    {
+        let _ = (init, rule);
+        Err(Box::new(inputs))
+    }
 }
 
-#[cfg(not(feature = "cube"))]
-fn on_device<const D: usize, const R: usize, const K: usize>(
-    inputs: StepInputs<D, R, K>,
-    _init: [f32; K],
-    _rule: DeviceRule,
-) -> Result<Fused<D, R, K>, Box<StepInputs<D, R, K>>> {
-    Err(Box::new(inputs))
-}
-
-/// [`try_step`] with one more read-only input broadcast over the row-major 2-D view `view` of the
+/// [`try_step_on`] with one more read-only input broadcast over the row-major 2-D view `view` of the
 /// parameter, as Burn broadcasts `vector` (`[view[0], 1]`: one value per row, or `[1, view[1]]`:
 /// one value per column) against the parameter reshaped to `view`. `update` gets the element's
 /// broadcast value as its third argument. The vector is only read (pass a clone to keep it).
+/// `rule`'s kernel runs instead on the CubeCL backends, as in [`try_step_on`].
 ///
 /// # Panics
 /// If `view` does not hold the parameter's elements or `vector` has neither shape.
@@ -258,6 +250,7 @@ pub(crate) fn try_step_broadcast<const D: usize, const R: usize, const K: usize>
     vector: Tensor<2>,
     init: [f32; K],
     update: &(impl Fn(&mut f32, [f32; R], f32, &mut [f32; K]) + Sync + Copy),
+    rule: DeviceRule,
 ) -> Fused<D, R, K> {
     assert_eq!(
         view[0] * view[1],
@@ -272,10 +265,40 @@ pub(crate) fn try_step_broadcast<const D: usize, const R: usize, const K: usize>
     let result = if fallback_forced() {
         Fused::Declined(inputs)
     } else {
-        run_broadcast(inputs, view, vector, init, update)
+        match on_device_broadcast(inputs, view, vector, init, rule) {
+            Ok(done) => done,
+            Err(back) => {
+                let (inputs, vector) = *back;
+                run_broadcast(inputs, view, vector, init, update)
+            }
+        }
     };
     count(matches!(result, Fused::Done(..)));
     result
+}
+
+/// The inputs and the broadcast vector, handed back when a device kernel does not apply.
+type DeclinedBroadcast<const D: usize, const R: usize, const K: usize> =
+    Box<(StepInputs<D, R, K>, Tensor<2>)>;
+
+/// The broadcast kernel of `rule` ([`cube`]), or the inputs back (always, without a device
+/// kernel in the build).
+// `return` ends the body only when the device kernel is compiled in.
+#[allow(clippy::needless_return)]
+fn on_device_broadcast<const D: usize, const R: usize, const K: usize>(
+    inputs: StepInputs<D, R, K>,
+    view: [usize; 2],
+    vector: Tensor<2>,
+    init: [f32; K],
+    rule: DeviceRule,
+) -> Result<Fused<D, R, K>, DeclinedBroadcast<D, R, K>> {
+    #[cfg(feature = "cube")]
+    return cube::try_step_broadcast(inputs, view, vector, init, rule);
+    #[cfg(not(feature = "cube"))]
+    {
+        let _ = (view, init, rule);
+        Err(Box::new((inputs, vector)))
+    }
 }
 
 #[cfg(not(any(feature = "flex", feature = "ndarray")))]
@@ -415,8 +438,8 @@ fn run_broadcast<const D: usize, const R: usize, const K: usize>(
     let Some(kind) = host_kind(&inputs.param) else {
         return Fused::Declined(inputs);
     };
-    // `[view[0], 1]` when it has view[0] entries; `[1, 1]` over `[1, 1]` either way.
-    let along = if vector.dims()[0] == view[0] {
+    // `[1, 1]` over `[1, 1]` either way; a `[1, C]` vector over `[1, C]` is per column.
+    let along = if vector.dims() == [view[0], 1] {
         kernel::Along::Rows
     } else {
         kernel::Along::Columns

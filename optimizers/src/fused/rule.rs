@@ -9,12 +9,19 @@
 /// A fused update as a device kernel sees it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum DeviceRule {
-    /// No device kernel for this step: the tensor-op path on the CubeCL backends.
-    None,
     /// Adam / AdamW with `[m, v]`.
     Adam(AdamConstants),
+    /// Adam / AdamW with AMSGrad, `[m, v, v_max]`.
+    AdamAmsgrad(AdamConstants),
     /// AdaBelief with `[m, s]`.
     AdaBelief(AdaBeliefConstants),
+    /// AdaBelief with AMSGrad, `[m, s, max s]`.
+    AdaBeliefAmsgrad {
+        /// The step's constants (as without AMSGrad).
+        constants: AdaBeliefConstants,
+        /// Whether `max s` replaces `s` in the denominator (AMSGrad without rectification).
+        max_in_denominator: bool,
+    },
     /// diffGrad with `[m, v, g_prev]`.
     DiffGrad(DiffGradConstants),
     /// AdaGrad with `[sum]`.
@@ -27,6 +34,12 @@ pub(crate) enum DeviceRule {
     Sophia(SophiaConstants),
     /// Global AdaGrad-Norm reading `[g]`, with `[buf]` when it has momentum.
     AdaGradNorm(AdaGradNormConstants),
+    /// Per-row AdaGrad-Norm of a 2-D/4-D parameter reading `[g]` and `den` broadcast over its
+    /// rows or columns (`cube::try_step_broadcast`), with `[buf]` when it has momentum.
+    AdaGradNormRows(AdaGradNormRowConstants),
+    /// Per-row AdaGrad-Norm of a parameter of another rank (one accumulator entry per element)
+    /// reading `[g]`, with `[acc]`, or `[acc, buf]` when it has momentum.
+    AdaGradNormElements(AdaGradNormRowConstants),
     /// M-FAC's momentum EMA of the direction, `v = μ·v + ((g − c)/λ)·(1 − μ)`, reading `[g, c]`.
     MfacEma {
         /// μ, 1 − μ.
@@ -58,14 +71,17 @@ impl DeviceRule {
     /// The number of read-only inputs and of states of the rule's kernel.
     pub(crate) fn arity(&self) -> (usize, usize) {
         match self {
-            DeviceRule::None => (0, 0),
             DeviceRule::AdaGrad(_) => (1, 1),
             DeviceRule::Adam(_) | DeviceRule::AdaBelief(_) => (1, 2),
-            DeviceRule::DiffGrad(_) => (1, 3),
+            DeviceRule::DiffGrad(_)
+            | DeviceRule::AdaBeliefAmsgrad { .. }
+            | DeviceRule::AdamAmsgrad(_) => (1, 3),
             DeviceRule::Adan(_) => (1, 4),
             DeviceRule::AdaHessian(_) => (2, 2),
             DeviceRule::Sophia(_) => (2, 1),
             DeviceRule::AdaGradNorm(c) => (1, usize::from(c.momentum.is_some())),
+            DeviceRule::AdaGradNormRows(c) => (1, usize::from(c.momentum.is_some())),
+            DeviceRule::AdaGradNormElements(c) => (1, 1 + usize::from(c.momentum.is_some())),
             DeviceRule::MfacEma { .. } => (2, 0),
             DeviceRule::MfacFirst { .. } | DeviceRule::Axpy { .. } => (1, 0),
         }
@@ -85,12 +101,14 @@ pub(crate) struct AdamConstants {
     pub eps: f32,
     /// The learning rate.
     pub lr: f32,
-    /// Adam: the L2 penalty added to g; AdamW: the factor `1 − lr·wd` of θ.
+    /// Adam: the L2 penalty added to g; AdamW: the factor `1 − lr·wd` of θ (cautious: `lr·wd`).
     pub decay: f32,
     /// Whether `decay` applies.
     pub decays: bool,
     /// AdamW's form (decoupled decay, bias corrections inside) instead of Adam's.
     pub decoupled: bool,
+    /// AdamW's cautious decay: `θ − θ·lr·wd` only where θ and m have the same sign.
+    pub cautious: bool,
 }
 
 /// Constants of one AdaBelief step (see [`kernels::adabelief`]).
@@ -229,4 +247,26 @@ pub(crate) struct AdaGradNormConstants {
     pub decay: f32,
     /// Whether the decay applies.
     pub decays: bool,
+}
+
+/// Constants of one per-row AdaGrad-Norm step (see `cube::kernels::adagrad_norm_rows` and
+/// `cube::kernels::adagrad_norm_elements`): `θ −= (dir/den)·clr`, then `θ −= decay·g`, with
+/// `dir = buf = μ·buf + (1−μ)·g` under momentum and `dir = g` otherwise.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct AdaGradNormRowConstants {
+    /// μ and 1 − μ when momentum is on.
+    pub momentum: Option<[f32; 2]>,
+    /// The step's learning rate after `lr_decay`.
+    pub clr: f32,
+    /// ε of `den = √acc + ε` (per-element accumulators; the broadcast `den` already has it).
+    pub eps: f32,
+    /// The weight decay's factor of g (`clr·weight_decay`).
+    pub decay: f32,
+    /// Whether the decay applies.
+    pub decays: bool,
+    /// The columns of the `[rows, cols]` view over which a per-row `den` is broadcast (set by
+    /// `cube::try_step_broadcast`; unused per element).
+    pub cols: usize,
+    /// Whether `den` has one entry per row (else per column; set with `cols`).
+    pub along_rows: bool,
 }
