@@ -288,6 +288,13 @@ impl ModuleMapper for NormMapper<'_> {
 /// The inputs handed back when the fused global step does not apply.
 type Declined<const D: usize> = Box<(Tensor<D>, Tensor<D>, Option<Vec<Tensor<D>>>)>;
 
+/// `stepped − g·decay` when the weight decay `decays`, else `stepped`: the last operation of every
+/// AdaGrad-Norm update on the host (the kernels' `cube::kernels::decayed`).
+#[inline(always)]
+fn decayed(stepped: f32, g: f32, decay: f32, decays: bool) -> f32 {
+    if decays { stepped - g * decay } else { stepped }
+}
+
 /// The global AdaGrad-Norm update of one parameter as one fused pass (`[buf]` state with
 /// momentum, none without), or the inputs back.
 fn fused_global<const D: usize>(
@@ -304,12 +311,7 @@ fn fused_global<const D: usize>(
         let (mu, fraction) = (momentum as f32, (1.0 - momentum) as f32);
         let update = move |p: &mut f32, [g]: [f32; 1], [buf]: &mut [f32; 1]| {
             *buf = *buf * mu + g * fraction;
-            let stepped = *p - *buf * scale_32;
-            *p = if decays {
-                stepped - g * decay_32
-            } else {
-                stepped
-            };
+            *p = decayed(*p - *buf * scale_32, g, decay_32, decays);
         };
         let buf = state.map(|mut s| s.pop().expect("momentum buffer"));
         let inputs = StepInputs {
@@ -333,12 +335,7 @@ fn fused_global<const D: usize>(
         }
     } else {
         let update = move |p: &mut f32, [g]: [f32; 1], _: &mut [f32; 0]| {
-            let stepped = *p - g * scale_32;
-            *p = if decays {
-                stepped - g * decay_32
-            } else {
-                stepped
-            };
+            *p = decayed(*p - g * scale_32, g, decay_32, decays);
         };
         let inputs = StepInputs {
             param: theta,
@@ -529,6 +526,15 @@ impl ModuleMapper for PerRowMapper<'_> {
     }
 }
 
+impl AdaGradNormRowConstants {
+    /// The host loops' `θ − (dir/den)·clr`, then the decay (`cube::kernels::per_row_update` on
+    /// the device): `dir` is the momentum buffer, or g without momentum.
+    #[inline(always)]
+    fn step(self, p: f32, g: f32, dir: f32, den: f32) -> f32 {
+        decayed(p - (dir / den) * self.clr, g, self.decay, self.decays)
+    }
+}
+
 /// The inputs handed back when a fused per-row step does not apply: θ, g and the momentum
 /// buffer.
 type DeclinedRows<const D: usize> = Box<(Tensor<D>, Tensor<D>, Option<Tensor<D>>)>;
@@ -605,20 +611,18 @@ impl PerRowUpdate {
         view: [usize; 2],
         den: Tensor<2>,
     ) -> Result<(Tensor<D>, Option<Tensor<D>>), DeclinedRows<D>> {
-        let (clr, decay, decays) = (self.clr as f32, self.decay as f32, self.decay != 0.0);
-        if self.momentum > 0.0 {
-            let (mu, fraction) = (self.momentum as f32, (1.0 - self.momentum) as f32);
+        let c = self.constants();
+        let rule = DeviceRule::AdaGradNormRows(c);
+        if let Some([mu, fraction]) = c.momentum {
             let update = move |p: &mut f32, [g]: [f32; 1], den: f32, [buf]: &mut [f32; 1]| {
                 *buf = *buf * mu + g * fraction;
-                let stepped = *p - (*buf / den) * clr;
-                *p = if decays { stepped - g * decay } else { stepped };
+                *p = c.step(*p, g, *buf, den);
             };
             let inputs = StepInputs {
                 param: theta,
                 reads: [grad],
                 states: [buf],
             };
-            let rule = DeviceRule::AdaGradNormRows(self.constants());
             match try_step_broadcast(inputs, view, den, [0.0], &update, rule) {
                 Fused::Done(theta, [buf]) => Ok((theta, Some(buf))),
                 Fused::Declined(back) => {
@@ -628,15 +632,13 @@ impl PerRowUpdate {
             }
         } else {
             let update = move |p: &mut f32, [g]: [f32; 1], den: f32, _: &mut [f32; 0]| {
-                let stepped = *p - (g / den) * clr;
-                *p = if decays { stepped - g * decay } else { stepped };
+                *p = c.step(*p, g, g, den);
             };
             let inputs = StepInputs {
                 param: theta,
                 reads: [grad],
                 states: [],
             };
-            let rule = DeviceRule::AdaGradNormRows(self.constants());
             match try_step_broadcast(inputs, view, den, [], &update, rule) {
                 Fused::Done(theta, []) => Ok((theta, None)),
                 Fused::Declined(back) => {
@@ -657,23 +659,20 @@ impl PerRowUpdate {
         acc: Tensor<D>,
         buf: Option<Tensor<D>>,
     ) -> Result<(Tensor<D>, Vec<Tensor<D>>), DeclinedElements<D>> {
-        let (clr, decay, decays) = (self.clr as f32, self.decay as f32, self.decay != 0.0);
-        let eps = self.eps as f32;
-        if self.momentum > 0.0 {
-            let (mu, fraction) = (self.momentum as f32, (1.0 - self.momentum) as f32);
+        let c = self.constants();
+        let rule = DeviceRule::AdaGradNormElements(c);
+        if let Some([mu, fraction]) = c.momentum {
             let update = move |p: &mut f32, [g]: [f32; 1], [acc, buf]: &mut [f32; 2]| {
                 *acc += g * g;
-                let den = acc.sqrt() + eps;
+                let den = acc.sqrt() + c.eps;
                 *buf = *buf * mu + g * fraction;
-                let stepped = *p - (*buf / den) * clr;
-                *p = if decays { stepped - g * decay } else { stepped };
+                *p = c.step(*p, g, *buf, den);
             };
             let inputs = StepInputs {
                 param: theta,
                 reads: [grad],
                 states: [Some(acc), buf],
             };
-            let rule = DeviceRule::AdaGradNormElements(self.constants());
             match try_step_on(inputs, [0.0; 2], &update, rule) {
                 Fused::Done(theta, [acc, buf]) => Ok((theta, vec![acc, buf])),
                 Fused::Declined(back) => {
@@ -684,16 +683,14 @@ impl PerRowUpdate {
         } else {
             let update = move |p: &mut f32, [g]: [f32; 1], [acc]: &mut [f32; 1]| {
                 *acc += g * g;
-                let den = acc.sqrt() + eps;
-                let stepped = *p - (g / den) * clr;
-                *p = if decays { stepped - g * decay } else { stepped };
+                let den = acc.sqrt() + c.eps;
+                *p = c.step(*p, g, g, den);
             };
             let inputs = StepInputs {
                 param: theta,
                 reads: [grad],
                 states: [Some(acc)],
             };
-            let rule = DeviceRule::AdaGradNormElements(self.constants());
             match try_step_on(inputs, [0.0], &update, rule) {
                 Fused::Done(theta, [acc]) => Ok((theta, vec![acc])),
                 Fused::Declined(back) => {

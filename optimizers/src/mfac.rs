@@ -448,24 +448,39 @@ fn coupled_decay<const D: usize>(
     theta: Tensor<D>,
     weight_decay: f64,
 ) -> Tensor<D> {
-    let wd = weight_decay as f32;
-    let update = move |g: &mut f32, [theta]: [f32; 1], _: &mut [f32; 0]| {
-        *g += theta * wd;
+    axpy(grad, theta, weight_decay, false)
+}
+
+/// `p + factor·r` (`p − factor·r` when `subtract`) as one fused pass into p's buffer where the
+/// fused path applies, tensor ops otherwise.
+fn axpy<const D: usize>(p: Tensor<D>, r: Tensor<D>, factor: f64, subtract: bool) -> Tensor<D> {
+    let factor_32 = factor as f32;
+    let update = move |p: &mut f32, [r]: [f32; 1], _: &mut [f32; 0]| {
+        if subtract {
+            *p -= r * factor_32;
+        } else {
+            *p += r * factor_32;
+        }
     };
     let inputs = StepInputs {
-        param: grad,
-        reads: [theta],
+        param: p,
+        reads: [r],
         states: [],
     };
     let rule = DeviceRule::Axpy {
-        factor: wd,
-        subtract: false,
+        factor: factor_32,
+        subtract,
     };
     match try_step_on(inputs, [], &update, rule) {
-        Fused::Done(grad, []) => grad,
+        Fused::Done(p, []) => p,
         Fused::Declined(back) => {
-            let [theta] = back.reads;
-            back.param + theta.mul_scalar(weight_decay)
+            let [r] = back.reads;
+            let scaled = r.mul_scalar(factor);
+            if subtract {
+                back.param - scaled
+            } else {
+                back.param + scaled
+            }
         }
     }
 }
@@ -489,29 +504,9 @@ impl ModuleMapper for Apply<'_> {
         let x = self.flat.clone().slice(start..start + numel);
         let lr = self.lr;
         map_value(param, |theta| {
+            // θ − lr·x, reading this parameter's slice of x in place.
             let shape = theta.shape();
-            // θ − lr·x: one fused pass reading this parameter's slice of x in place, or tensor
-            // ops.
-            let lr_32 = lr as f32;
-            let update = move |p: &mut f32, [x]: [f32; 1], _: &mut [f32; 0]| {
-                *p -= x * lr_32;
-            };
-            let inputs = StepInputs {
-                param: theta,
-                reads: [x.reshape(shape)],
-                states: [],
-            };
-            let rule = DeviceRule::Axpy {
-                factor: lr_32,
-                subtract: true,
-            };
-            match try_step_on(inputs, [], &update, rule) {
-                Fused::Done(theta, []) => theta,
-                Fused::Declined(back) => {
-                    let [x] = back.reads;
-                    back.param - x.mul_scalar(lr)
-                }
-            }
+            axpy(theta, x.reshape(shape), lr, true)
         })
     }
 }

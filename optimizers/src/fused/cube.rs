@@ -1159,7 +1159,23 @@ pub(crate) mod kernels {
         decay: f32,
         #[comptime] decays: bool,
     ) -> Vector<f32, N> {
-        let stepped = p - (dir / den) * Vector::<f32, N>::new(clr);
+        decayed::<N>(
+            p - (dir / den) * Vector::<f32, N>::new(clr),
+            g,
+            decay,
+            decays,
+        )
+    }
+
+    /// `stepped − g·decay` when the weight decay `decays`, else `stepped`: the last operation of
+    /// every AdaGrad-Norm update (`adagrad_norm::decayed` on the host).
+    #[cube]
+    fn decayed<N: Size>(
+        stepped: Vector<f32, N>,
+        g: Vector<f32, N>,
+        decay: f32,
+        #[comptime] decays: bool,
+    ) -> Vector<f32, N> {
         let mut out = stepped;
         if decays {
             out = stepped - g * Vector::<f32, N>::new(decay);
@@ -1302,19 +1318,11 @@ pub(crate) mod kernels {
     ) {
         let i = ABSOLUTE_POS;
         if i < param.len() {
-            let mu = Vector::<f32, N>::new(mu);
-            let fraction = Vector::<f32, N>::new(fraction);
-            let scale = Vector::<f32, N>::new(scale);
-            let decay = Vector::<f32, N>::new(decay);
             let g = grad[i];
-            let b = buf[i] * mu + g * fraction;
+            let b = buf[i] * Vector::<f32, N>::new(mu) + g * Vector::<f32, N>::new(fraction);
             buf[i] = b;
-            let stepped = param[i] - b * scale;
-            if decays {
-                param[i] = stepped - g * decay;
-            } else {
-                param[i] = stepped;
-            }
+            let stepped = param[i] - b * Vector::<f32, N>::new(scale);
+            param[i] = decayed::<N>(stepped, g, decay, decays);
         }
     }
 
@@ -1329,15 +1337,9 @@ pub(crate) mod kernels {
     ) {
         let i = ABSOLUTE_POS;
         if i < param.len() {
-            let scale = Vector::<f32, N>::new(scale);
-            let decay = Vector::<f32, N>::new(decay);
             let g = grad[i];
-            let stepped = param[i] - g * scale;
-            if decays {
-                param[i] = stepped - g * decay;
-            } else {
-                param[i] = stepped;
-            }
+            let stepped = param[i] - g * Vector::<f32, N>::new(scale);
+            param[i] = decayed::<N>(stepped, g, decay, decays);
         }
     }
 
