@@ -241,6 +241,7 @@ impl FusedStepBackend for CubeBackend {
                 arg(&grad, vs),
                 arg(&m, vs),
                 arg(&v, vs),
+                None.into(),
                 b1,
                 b2,
                 f1,
@@ -280,6 +281,7 @@ impl FusedStepBackend for CubeBackend {
                 arg(&grad, vs),
                 arg(&m, vs),
                 arg(&s, vs),
+                None.into(),
                 b1,
                 b2,
                 f1,
@@ -290,6 +292,7 @@ impl FusedStepBackend for CubeBackend {
                 c.denom_scale,
                 c.adaptive_size,
                 c.sgd_size,
+                false,
             )
         };
         (param, m, s)
@@ -341,7 +344,7 @@ impl FusedStepBackend for CubeBackend {
                 } => {
                     let [b1, b2, f1, f2] = k.moments;
                     let (m, s, max) = states;
-                    kernels::adabelief_amsgrad::launch_unchecked(
+                    kernels::adabelief::launch_unchecked(
                         client,
                         count,
                         dim,
@@ -350,7 +353,7 @@ impl FusedStepBackend for CubeBackend {
                         g,
                         m,
                         s,
-                        max,
+                        Some(max).into(),
                         b1,
                         b2,
                         f1,
@@ -367,7 +370,7 @@ impl FusedStepBackend for CubeBackend {
                 DeviceRule::AdamAmsgrad(k) => {
                     let [b1, b2, f1, f2] = k.moments;
                     let (m, v, v_max) = states;
-                    kernels::adam_amsgrad::launch_unchecked(
+                    kernels::adam::launch_unchecked(
                         client,
                         count,
                         dim,
@@ -376,7 +379,7 @@ impl FusedStepBackend for CubeBackend {
                         g,
                         m,
                         v,
-                        v_max,
+                        Some(v_max).into(),
                         b1,
                         b2,
                         f1,
@@ -538,13 +541,37 @@ impl FusedStepBackend for CubeBackend {
             match rule {
                 DeviceRule::AdaGradNorm(c) => {
                     let [mu, fraction] = c.momentum.expect("the momentum kernel");
-                    kernels::adagrad_norm_momentum::launch_unchecked(
-                        client, count, dim, vs, p, g, s, mu, fraction, c.scale, c.decay, c.decays,
+                    kernels::adagrad_norm::launch_unchecked(
+                        client,
+                        count,
+                        dim,
+                        vs,
+                        p,
+                        g,
+                        Some(s).into(),
+                        mu,
+                        fraction,
+                        c.scale,
+                        c.decay,
+                        c.decays,
                     )
                 }
                 DeviceRule::AdaGradNormElements(c) => {
                     kernels::adagrad_norm_elements::launch_unchecked(
-                        client, count, dim, vs, p, g, s, c.clr, c.eps, c.decay, c.decays,
+                        client,
+                        count,
+                        dim,
+                        vs,
+                        p,
+                        g,
+                        s,
+                        None.into(),
+                        0.0,
+                        0.0,
+                        c.clr,
+                        c.eps,
+                        c.decay,
+                        c.decays,
                     )
                 }
                 other => unreachable!("{other:?} is not AdaGrad-Norm with one state"),
@@ -571,7 +598,7 @@ impl FusedStepBackend for CubeBackend {
         // its index against the parameter's length; `den` holds one entry per row (or column) of
         // the `[rows, cols]` view (checked by `try_step_broadcast`), which the index stays within.
         unsafe {
-            kernels::adagrad_norm_rows_momentum::launch_unchecked(
+            kernels::adagrad_norm_rows::launch_unchecked(
                 &param.client,
                 count,
                 dim,
@@ -579,7 +606,7 @@ impl FusedStepBackend for CubeBackend {
                 arg(&param, vs),
                 arg(&grad, vs),
                 arg(&den, 1),
-                arg(&buf, vs),
+                Some(arg(&buf, vs)).into(),
                 c.cols,
                 mu,
                 fraction,
@@ -609,7 +636,7 @@ impl FusedStepBackend for CubeBackend {
         // SAFETY: each buffer holds exactly the parameter's elements (shapes checked, see `arg`)
         // and every unit checks its index against the parameter's length.
         unsafe {
-            kernels::adagrad_norm_elements_momentum::launch_unchecked(
+            kernels::adagrad_norm_elements::launch_unchecked(
                 &param.client,
                 count,
                 dim,
@@ -617,7 +644,7 @@ impl FusedStepBackend for CubeBackend {
                 arg(&param, vs),
                 arg(&grad, vs),
                 arg(&acc, vs),
-                arg(&buf, vs),
+                Some(arg(&buf, vs)).into(),
                 mu,
                 fraction,
                 c.clr,
@@ -637,7 +664,18 @@ impl FusedStepBackend for CubeBackend {
         unsafe {
             match rule {
                 DeviceRule::AdaGradNorm(c) => kernels::adagrad_norm::launch_unchecked(
-                    client, count, dim, vs, p, r, c.scale, c.decay, c.decays,
+                    client,
+                    count,
+                    dim,
+                    vs,
+                    p,
+                    r,
+                    None.into(),
+                    0.0,
+                    0.0,
+                    c.scale,
+                    c.decay,
+                    c.decays,
                 ),
                 DeviceRule::MfacFirst {
                     damp,
@@ -693,7 +731,10 @@ impl FusedStepBackend for CubeBackend {
                     p,
                     a_arg,
                     arg(&b, 1),
+                    None.into(),
                     c.cols,
+                    0.0,
+                    0.0,
                     c.clr,
                     c.decay,
                     c.along_rows,
@@ -765,7 +806,8 @@ pub(crate) mod kernels {
 
     /// Adam (Burn's `Adam`: coupled L2 penalty, ε scaled by `√(1−β2ᵗ)`) or, with `decoupled`,
     /// AdamW (Burn's `AdamW`: `θ·(1 − lr·wd) − lr·m̂/(√v̂ + ε)`, with `cautious` the decay only
-    /// where θ and m have the same sign); `fused::adamw`'s loops.
+    /// where θ and m have the same sign); `fused::adamw`'s loops. With `v_max` (AMSGrad) the
+    /// running maximum of v is kept there and used in the denominator.
     #[cube(launch_unchecked)]
     #[allow(clippy::too_many_arguments)]
     pub fn adam<N: Size>(
@@ -773,6 +815,7 @@ pub(crate) mod kernels {
         grad: &[Vector<f32, N>],
         m: &mut [Vector<f32, N>],
         v: &mut [Vector<f32, N>],
+        v_max: ComptimeOption<&mut [Vector<f32, N>]>,
         b1: f32,
         b2: f32,
         f1: f32,
@@ -794,46 +837,17 @@ pub(crate) mod kernels {
             let v_i = v[i] * Vector::<f32, N>::new(b2) + g * g * Vector::<f32, N>::new(f2);
             m[i] = m_i;
             v[i] = v_i;
+            #[comptime]
+            let v_used = match v_max {
+                ComptimeOption::Some(v_max) => {
+                    let max_i = max(v_max[i], v_i);
+                    v_max[i] = max_i;
+                    max_i
+                }
+                ComptimeOption::None => v_i,
+            };
             param[i] = adam_param::<N>(
-                p, m_i, v_i, scale_1, scale_2, eps, lr, decay, decays, decoupled, cautious,
-            );
-        }
-    }
-
-    /// [`adam`] with AMSGrad: the running maximum of v (`v_max`) in the denominator.
-    #[cube(launch_unchecked)]
-    #[allow(clippy::too_many_arguments)]
-    pub fn adam_amsgrad<N: Size>(
-        param: &mut [Vector<f32, N>],
-        grad: &[Vector<f32, N>],
-        m: &mut [Vector<f32, N>],
-        v: &mut [Vector<f32, N>],
-        v_max: &mut [Vector<f32, N>],
-        b1: f32,
-        b2: f32,
-        f1: f32,
-        f2: f32,
-        scale_1: f32,
-        scale_2: f32,
-        eps: f32,
-        lr: f32,
-        decay: f32,
-        #[comptime] decays: bool,
-        #[comptime] decoupled: bool,
-        #[comptime] cautious: bool,
-    ) {
-        let i = ABSOLUTE_POS;
-        if i < param.len() {
-            let p = param[i];
-            let g = adam_grad::<N>(p, grad[i], decay, decays, decoupled);
-            let m_i = m[i] * Vector::<f32, N>::new(b1) + g * Vector::<f32, N>::new(f1);
-            let v_i = v[i] * Vector::<f32, N>::new(b2) + g * g * Vector::<f32, N>::new(f2);
-            let max_i = max(v_max[i], v_i);
-            m[i] = m_i;
-            v[i] = v_i;
-            v_max[i] = max_i;
-            param[i] = adam_param::<N>(
-                p, m_i, max_i, scale_1, scale_2, eps, lr, decay, decays, decoupled, cautious,
+                p, m_i, v_used, scale_1, scale_2, eps, lr, decay, decays, decoupled, cautious,
             );
         }
     }
@@ -898,7 +912,8 @@ pub(crate) mod kernels {
         kept - delta * lr
     }
 
-    /// AdaBelief without AMSGrad (`AdaBelief`'s branch-free host loop).
+    /// AdaBelief (`AdaBelief`'s host loop). With `max_s` (AMSGrad) the running maximum of s is
+    /// kept there, and used in the denominator when `max_in_denominator` (no rectification).
     #[cube(launch_unchecked)]
     #[allow(clippy::too_many_arguments)]
     pub fn adabelief<N: Size>(
@@ -906,51 +921,7 @@ pub(crate) mod kernels {
         grad: &[Vector<f32, N>],
         m: &mut [Vector<f32, N>],
         s: &mut [Vector<f32, N>],
-        b1: f32,
-        b2: f32,
-        f1: f32,
-        f2: f32,
-        eps: f32,
-        coupled: f32,
-        theta_scale: f32,
-        denom_scale: f32,
-        adaptive_size: f32,
-        sgd_size: f32,
-    ) {
-        let i = ABSOLUTE_POS;
-        if i < param.len() {
-            let b1 = Vector::<f32, N>::new(b1);
-            let b2 = Vector::<f32, N>::new(b2);
-            let f1 = Vector::<f32, N>::new(f1);
-            let f2 = Vector::<f32, N>::new(f2);
-            let eps = Vector::<f32, N>::new(eps);
-            let coupled = Vector::<f32, N>::new(coupled);
-            let theta_scale = Vector::<f32, N>::new(theta_scale);
-            let denom_scale = Vector::<f32, N>::new(denom_scale);
-            let adaptive_size = Vector::<f32, N>::new(adaptive_size);
-            let sgd_size = Vector::<f32, N>::new(sgd_size);
-            let theta = param[i];
-            let g = grad[i] + theta * coupled;
-            let m_i = m[i] * b1 + g * f1;
-            let belief = (g - m_i) * (g - m_i);
-            let s_i = (s[i] * b2 + belief * f2) + eps;
-            m[i] = m_i;
-            s[i] = s_i;
-            let denom = Vector::sqrt(s_i) * denom_scale + eps;
-            param[i] = theta * theta_scale - (m_i / denom) * adaptive_size - m_i * sgd_size;
-        }
-    }
-
-    /// AdaBelief with AMSGrad (`AdaBelief`'s host loop): `max s` is updated, and used in the
-    /// denominator without rectification (`max_in_denominator`).
-    #[cube(launch_unchecked)]
-    #[allow(clippy::too_many_arguments)]
-    pub fn adabelief_amsgrad<N: Size>(
-        param: &mut [Vector<f32, N>],
-        grad: &[Vector<f32, N>],
-        m: &mut [Vector<f32, N>],
-        s: &mut [Vector<f32, N>],
-        max_s: &mut [Vector<f32, N>],
+        max_s: ComptimeOption<&mut [Vector<f32, N>]>,
         b1: f32,
         b2: f32,
         f1: f32,
@@ -971,14 +942,21 @@ pub(crate) mod kernels {
             let m_i = m[i] * Vector::<f32, N>::new(b1) + g * Vector::<f32, N>::new(f1);
             let belief = (g - m_i) * (g - m_i);
             let s_i = (s[i] * Vector::<f32, N>::new(b2) + belief * Vector::<f32, N>::new(f2)) + eps;
-            let max_i = max(max_s[i], s_i);
             m[i] = m_i;
             s[i] = s_i;
-            max_s[i] = max_i;
-            let mut s_used = s_i;
-            if max_in_denominator {
-                s_used = max_i;
-            }
+            #[comptime]
+            let s_used = match max_s {
+                ComptimeOption::Some(max_s) => {
+                    let max_i = max(max_s[i], s_i);
+                    max_s[i] = max_i;
+                    let mut used = s_i;
+                    if max_in_denominator {
+                        used = max_i;
+                    }
+                    used
+                }
+                ComptimeOption::None => s_i,
+            };
             let denom = Vector::sqrt(s_used) * Vector::<f32, N>::new(denom_scale) + eps;
             param[i] = theta * Vector::<f32, N>::new(theta_scale)
                 - (m_i / denom) * Vector::<f32, N>::new(adaptive_size)
@@ -1206,36 +1184,15 @@ pub(crate) mod kernels {
         out
     }
 
-    /// Per-row AdaGrad-Norm without momentum, `den` broadcast over the rows or columns.
+    /// Per-row AdaGrad-Norm, `den` broadcast over the rows or columns; with `buf`, momentum
+    /// (the update's direction is its EMA `buf·μ + g·(1 − μ)`, written back), else `g`.
     #[cube(launch_unchecked)]
     #[allow(clippy::too_many_arguments)]
     pub fn adagrad_norm_rows<N: Size>(
         param: &mut [Vector<f32, N>],
         grad: &[Vector<f32, N>],
         den: &[f32],
-        cols: usize,
-        clr: f32,
-        decay: f32,
-        #[comptime] along_rows: bool,
-        #[comptime] decays: bool,
-    ) {
-        let i = ABSOLUTE_POS;
-        if i < param.len() {
-            let size = grad.vector_size().comptime();
-            let d = broadcast_den::<N>(den, i, cols, size, along_rows);
-            let g = grad[i];
-            param[i] = per_row_update::<N>(param[i], g, g, d, clr, decay, decays);
-        }
-    }
-
-    /// Per-row AdaGrad-Norm with momentum, `den` broadcast over the rows or columns.
-    #[cube(launch_unchecked)]
-    #[allow(clippy::too_many_arguments)]
-    pub fn adagrad_norm_rows_momentum<N: Size>(
-        param: &mut [Vector<f32, N>],
-        grad: &[Vector<f32, N>],
-        den: &[f32],
-        buf: &mut [Vector<f32, N>],
+        buf: ComptimeOption<&mut [Vector<f32, N>]>,
         cols: usize,
         mu: f32,
         fraction: f32,
@@ -1249,41 +1206,29 @@ pub(crate) mod kernels {
             let size = grad.vector_size().comptime();
             let d = broadcast_den::<N>(den, i, cols, size, along_rows);
             let g = grad[i];
-            let b = buf[i] * Vector::<f32, N>::new(mu) + g * Vector::<f32, N>::new(fraction);
-            buf[i] = b;
-            param[i] = per_row_update::<N>(param[i], g, b, d, clr, decay, decays);
+            #[comptime]
+            let dir = match buf {
+                ComptimeOption::Some(buf) => {
+                    let b =
+                        buf[i] * Vector::<f32, N>::new(mu) + g * Vector::<f32, N>::new(fraction);
+                    buf[i] = b;
+                    b
+                }
+                ComptimeOption::None => g,
+            };
+            param[i] = per_row_update::<N>(param[i], g, dir, d, clr, decay, decays);
         }
     }
 
-    /// Per-element AdaGrad-Norm without momentum: `acc += g·g`, `den = √acc + ε`.
+    /// Per-element AdaGrad-Norm: `acc += g·g`, `den = √acc + ε`; with `buf`, momentum as in
+    /// [`adagrad_norm_rows`].
     #[cube(launch_unchecked)]
+    #[allow(clippy::too_many_arguments)]
     pub fn adagrad_norm_elements<N: Size>(
         param: &mut [Vector<f32, N>],
         grad: &[Vector<f32, N>],
         acc: &mut [Vector<f32, N>],
-        clr: f32,
-        eps: f32,
-        decay: f32,
-        #[comptime] decays: bool,
-    ) {
-        let i = ABSOLUTE_POS;
-        if i < param.len() {
-            let g = grad[i];
-            let a = acc[i] + g * g;
-            acc[i] = a;
-            let d = Vector::sqrt(a) + Vector::<f32, N>::new(eps);
-            param[i] = per_row_update::<N>(param[i], g, g, d, clr, decay, decays);
-        }
-    }
-
-    /// Per-element AdaGrad-Norm with momentum.
-    #[cube(launch_unchecked)]
-    #[allow(clippy::too_many_arguments)]
-    pub fn adagrad_norm_elements_momentum<N: Size>(
-        param: &mut [Vector<f32, N>],
-        grad: &[Vector<f32, N>],
-        acc: &mut [Vector<f32, N>],
-        buf: &mut [Vector<f32, N>],
+        buf: ComptimeOption<&mut [Vector<f32, N>]>,
         mu: f32,
         fraction: f32,
         clr: f32,
@@ -1297,40 +1242,30 @@ pub(crate) mod kernels {
             let a = acc[i] + g * g;
             acc[i] = a;
             let d = Vector::sqrt(a) + Vector::<f32, N>::new(eps);
-            let b = buf[i] * Vector::<f32, N>::new(mu) + g * Vector::<f32, N>::new(fraction);
-            buf[i] = b;
-            param[i] = per_row_update::<N>(param[i], g, b, d, clr, decay, decays);
+            #[comptime]
+            let dir = match buf {
+                ComptimeOption::Some(buf) => {
+                    let b =
+                        buf[i] * Vector::<f32, N>::new(mu) + g * Vector::<f32, N>::new(fraction);
+                    buf[i] = b;
+                    b
+                }
+                ComptimeOption::None => g,
+            };
+            param[i] = per_row_update::<N>(param[i], g, dir, d, clr, decay, decays);
         }
     }
 
-    /// Global AdaGrad-Norm with momentum (`adagrad_norm::fused_global`'s host loop).
+    /// Global AdaGrad-Norm (`adagrad_norm::fused_global`'s host loop): `θ − dir·scale`, with
+    /// momentum as in [`adagrad_norm_rows`] when `buf` is given.
     #[cube(launch_unchecked)]
     #[allow(clippy::too_many_arguments)]
-    pub fn adagrad_norm_momentum<N: Size>(
-        param: &mut [Vector<f32, N>],
-        grad: &[Vector<f32, N>],
-        buf: &mut [Vector<f32, N>],
-        mu: f32,
-        fraction: f32,
-        scale: f32,
-        decay: f32,
-        #[comptime] decays: bool,
-    ) {
-        let i = ABSOLUTE_POS;
-        if i < param.len() {
-            let g = grad[i];
-            let b = buf[i] * Vector::<f32, N>::new(mu) + g * Vector::<f32, N>::new(fraction);
-            buf[i] = b;
-            let stepped = param[i] - b * Vector::<f32, N>::new(scale);
-            param[i] = decayed::<N>(stepped, g, decay, decays);
-        }
-    }
-
-    /// Global AdaGrad-Norm without momentum.
-    #[cube(launch_unchecked)]
     pub fn adagrad_norm<N: Size>(
         param: &mut [Vector<f32, N>],
         grad: &[Vector<f32, N>],
+        buf: ComptimeOption<&mut [Vector<f32, N>]>,
+        mu: f32,
+        fraction: f32,
         scale: f32,
         decay: f32,
         #[comptime] decays: bool,
@@ -1338,7 +1273,17 @@ pub(crate) mod kernels {
         let i = ABSOLUTE_POS;
         if i < param.len() {
             let g = grad[i];
-            let stepped = param[i] - g * Vector::<f32, N>::new(scale);
+            #[comptime]
+            let dir = match buf {
+                ComptimeOption::Some(buf) => {
+                    let b =
+                        buf[i] * Vector::<f32, N>::new(mu) + g * Vector::<f32, N>::new(fraction);
+                    buf[i] = b;
+                    b
+                }
+                ComptimeOption::None => g,
+            };
+            let stepped = param[i] - dir * Vector::<f32, N>::new(scale);
             param[i] = decayed::<N>(stepped, g, decay, decays);
         }
     }
