@@ -1184,6 +1184,30 @@ pub(crate) mod kernels {
         out
     }
 
+    /// AdaGrad-Norm's update direction at `i`: with `buf` (momentum) the EMA
+    /// `buf·μ + g·(1 − μ)`, written back; without, `g`.
+    #[cube]
+    // The `#[comptime]` marker that resolves the match at expansion sits on a `let`.
+    #[allow(clippy::let_and_return)]
+    fn direction<N: Size>(
+        buf: ComptimeOption<&mut [Vector<f32, N>]>,
+        i: usize,
+        g: Vector<f32, N>,
+        mu: f32,
+        fraction: f32,
+    ) -> Vector<f32, N> {
+        #[comptime]
+        let dir = match buf {
+            ComptimeOption::Some(buf) => {
+                let b = buf[i] * Vector::<f32, N>::new(mu) + g * Vector::<f32, N>::new(fraction);
+                buf[i] = b;
+                b
+            }
+            ComptimeOption::None => g,
+        };
+        dir
+    }
+
     /// Per-row AdaGrad-Norm, `den` broadcast over the rows or columns; with `buf`, momentum
     /// (the update's direction is its EMA `buf·μ + g·(1 − μ)`, written back), else `g`.
     #[cube(launch_unchecked)]
@@ -1206,16 +1230,7 @@ pub(crate) mod kernels {
             let size = grad.vector_size().comptime();
             let d = broadcast_den::<N>(den, i, cols, size, along_rows);
             let g = grad[i];
-            #[comptime]
-            let dir = match buf {
-                ComptimeOption::Some(buf) => {
-                    let b =
-                        buf[i] * Vector::<f32, N>::new(mu) + g * Vector::<f32, N>::new(fraction);
-                    buf[i] = b;
-                    b
-                }
-                ComptimeOption::None => g,
-            };
+            let dir = direction::<N>(buf, i, g, mu, fraction);
             param[i] = per_row_update::<N>(param[i], g, dir, d, clr, decay, decays);
         }
     }
@@ -1242,16 +1257,7 @@ pub(crate) mod kernels {
             let a = acc[i] + g * g;
             acc[i] = a;
             let d = Vector::sqrt(a) + Vector::<f32, N>::new(eps);
-            #[comptime]
-            let dir = match buf {
-                ComptimeOption::Some(buf) => {
-                    let b =
-                        buf[i] * Vector::<f32, N>::new(mu) + g * Vector::<f32, N>::new(fraction);
-                    buf[i] = b;
-                    b
-                }
-                ComptimeOption::None => g,
-            };
+            let dir = direction::<N>(buf, i, g, mu, fraction);
             param[i] = per_row_update::<N>(param[i], g, dir, d, clr, decay, decays);
         }
     }
@@ -1273,16 +1279,7 @@ pub(crate) mod kernels {
         let i = ABSOLUTE_POS;
         if i < param.len() {
             let g = grad[i];
-            #[comptime]
-            let dir = match buf {
-                ComptimeOption::Some(buf) => {
-                    let b =
-                        buf[i] * Vector::<f32, N>::new(mu) + g * Vector::<f32, N>::new(fraction);
-                    buf[i] = b;
-                    b
-                }
-                ComptimeOption::None => g,
-            };
+            let dir = direction::<N>(buf, i, g, mu, fraction);
             let stepped = param[i] - dir * Vector::<f32, N>::new(scale);
             param[i] = decayed::<N>(stepped, g, decay, decays);
         }
