@@ -204,6 +204,11 @@ fn arg(t: &CubeTensor, vector_size: usize) -> BufferArg {
     unsafe { BufferArg::from_raw_parts(t.handle.clone(), t.meta.num_elements() / vector_size) }
 }
 
+/// The kernel argument of the moment constants `[β1, β2, 1 − β1, 1 − β2]`.
+fn moments([b1, b2, f1, f2]: [f32; 4]) -> kernels::MomentsLaunch {
+    kernels::MomentsLaunch::new(b1, b2, f1, f2)
+}
+
 /// The vector width (4 f32 per unit when the element count allows it, else 1) and one unit per
 /// vector, in cubes sized for the device.
 fn grid(t: &CubeTensor) -> (CubeCount, CubeDim, usize) {
@@ -228,7 +233,6 @@ impl FusedStepBackend for CubeBackend {
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
         let (param, grad, m, v) = (writable(param), readable(grad), writable(m), writable(v));
         let (count, dim, vs) = grid(&param);
-        let [b1, b2, f1, f2] = c.moments;
         // SAFETY: each buffer holds exactly the parameter's elements (shapes checked, see `arg`)
         // and every unit checks its index against the parameter's length.
         unsafe {
@@ -242,10 +246,7 @@ impl FusedStepBackend for CubeBackend {
                 arg(&m, vs),
                 arg(&v, vs),
                 None.into(),
-                b1,
-                b2,
-                f1,
-                f2,
+                moments(c.moments),
                 c.scale_1,
                 c.scale_2,
                 c.eps,
@@ -268,7 +269,6 @@ impl FusedStepBackend for CubeBackend {
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
         let (param, grad, m, s) = (writable(param), readable(grad), writable(m), writable(s));
         let (count, dim, vs) = grid(&param);
-        let [b1, b2, f1, f2] = c.moments;
         // SAFETY: each buffer holds exactly the parameter's elements (shapes checked, see `arg`)
         // and every unit checks its index against the parameter's length.
         unsafe {
@@ -282,10 +282,7 @@ impl FusedStepBackend for CubeBackend {
                 arg(&m, vs),
                 arg(&s, vs),
                 None.into(),
-                b1,
-                b2,
-                f1,
-                f2,
+                moments(c.moments),
                 c.eps,
                 c.coupled,
                 c.theta_scale,
@@ -316,7 +313,6 @@ impl FusedStepBackend for CubeBackend {
         unsafe {
             match rule {
                 DeviceRule::DiffGrad(k) => {
-                    let [b1, b2, f1, f2] = k.moments;
                     let (m, v, prev) = states;
                     kernels::diffgrad::launch_unchecked(
                         client,
@@ -328,10 +324,7 @@ impl FusedStepBackend for CubeBackend {
                         m,
                         v,
                         prev,
-                        b1,
-                        b2,
-                        f1,
-                        f2,
+                        moments(k.moments),
                         k.eps,
                         k.weight_decay,
                         k.step_size,
@@ -342,7 +335,6 @@ impl FusedStepBackend for CubeBackend {
                     constants: k,
                     max_in_denominator,
                 } => {
-                    let [b1, b2, f1, f2] = k.moments;
                     let (m, s, max) = states;
                     kernels::adabelief::launch_unchecked(
                         client,
@@ -354,10 +346,7 @@ impl FusedStepBackend for CubeBackend {
                         m,
                         s,
                         Some(max).into(),
-                        b1,
-                        b2,
-                        f1,
-                        f2,
+                        moments(k.moments),
                         k.eps,
                         k.coupled,
                         k.theta_scale,
@@ -368,7 +357,6 @@ impl FusedStepBackend for CubeBackend {
                     )
                 }
                 DeviceRule::AdamAmsgrad(k) => {
-                    let [b1, b2, f1, f2] = k.moments;
                     let (m, v, v_max) = states;
                     kernels::adam::launch_unchecked(
                         client,
@@ -380,10 +368,7 @@ impl FusedStepBackend for CubeBackend {
                         m,
                         v,
                         Some(v_max).into(),
-                        b1,
-                        b2,
-                        f1,
-                        f2,
+                        moments(k.moments),
                         k.scale_1,
                         k.scale_2,
                         k.eps,
@@ -439,7 +424,6 @@ impl FusedStepBackend for CubeBackend {
         let (param, grad, h) = (writable(param), readable(grad), readable(h));
         let (m, v) = (writable(m), writable(v));
         let (count, dim, vs) = grid(&param);
-        let [b1, b2, f1, f2] = c.moments;
         // SAFETY: each buffer holds exactly the parameter's elements (shapes checked, see `arg`)
         // and every unit checks its index against the parameter's length.
         unsafe {
@@ -453,10 +437,7 @@ impl FusedStepBackend for CubeBackend {
                 arg(&h, vs),
                 arg(&m, vs),
                 arg(&v, vs),
-                b1,
-                b2,
-                f1,
-                f2,
+                moments(c.moments),
                 c.bias_2,
                 c.eps,
                 c.step,
@@ -804,6 +785,31 @@ impl FusedStepBackend for CubeBackend {
 pub(crate) mod kernels {
     use cubecl::prelude::*;
 
+    /// The constants of two exponential moving averages, `[β1, β2, 1 − β1, 1 − β2]`
+    /// (`fused::math::Constants` on the host), passed to a kernel as one argument.
+    #[derive(CubeLaunch, CubeType)]
+    pub struct Moments {
+        /// β1.
+        pub b1: f32,
+        /// β2.
+        pub b2: f32,
+        /// 1 − β1.
+        pub f1: f32,
+        /// 1 − β2.
+        pub f2: f32,
+    }
+
+    /// One exponential moving average, `prev·β + x·fraction` (the hosts' order).
+    #[cube]
+    fn ema<N: Size>(
+        prev: Vector<f32, N>,
+        x: Vector<f32, N>,
+        beta: f32,
+        fraction: f32,
+    ) -> Vector<f32, N> {
+        prev * Vector::<f32, N>::new(beta) + x * Vector::<f32, N>::new(fraction)
+    }
+
     /// Adam (Burn's `Adam`: coupled L2 penalty, ε scaled by `√(1−β2ᵗ)`) or, with `decoupled`,
     /// AdamW (Burn's `AdamW`: `θ·(1 − lr·wd) − lr·m̂/(√v̂ + ε)`, with `cautious` the decay only
     /// where θ and m have the same sign); `fused::adamw`'s loops. With `v_max` (AMSGrad) the
@@ -816,10 +822,7 @@ pub(crate) mod kernels {
         m: &mut [Vector<f32, N>],
         v: &mut [Vector<f32, N>],
         v_max: ComptimeOption<&mut [Vector<f32, N>]>,
-        b1: f32,
-        b2: f32,
-        f1: f32,
-        f2: f32,
+        k: Moments,
         scale_1: f32,
         scale_2: f32,
         eps: f32,
@@ -833,8 +836,8 @@ pub(crate) mod kernels {
         if i < param.len() {
             let p = param[i];
             let g = adam_grad::<N>(p, grad[i], decay, decays, decoupled);
-            let m_i = m[i] * Vector::<f32, N>::new(b1) + g * Vector::<f32, N>::new(f1);
-            let v_i = v[i] * Vector::<f32, N>::new(b2) + g * g * Vector::<f32, N>::new(f2);
+            let m_i = ema::<N>(m[i], g, k.b1, k.f1);
+            let v_i = ema::<N>(v[i], g * g, k.b2, k.f2);
             m[i] = m_i;
             v[i] = v_i;
             #[comptime]
@@ -922,10 +925,7 @@ pub(crate) mod kernels {
         m: &mut [Vector<f32, N>],
         s: &mut [Vector<f32, N>],
         max_s: ComptimeOption<&mut [Vector<f32, N>]>,
-        b1: f32,
-        b2: f32,
-        f1: f32,
-        f2: f32,
+        k: Moments,
         eps: f32,
         coupled: f32,
         theta_scale: f32,
@@ -939,9 +939,9 @@ pub(crate) mod kernels {
             let eps = Vector::<f32, N>::new(eps);
             let theta = param[i];
             let g = grad[i] + theta * Vector::<f32, N>::new(coupled);
-            let m_i = m[i] * Vector::<f32, N>::new(b1) + g * Vector::<f32, N>::new(f1);
+            let m_i = ema::<N>(m[i], g, k.b1, k.f1);
             let belief = (g - m_i) * (g - m_i);
-            let s_i = (s[i] * Vector::<f32, N>::new(b2) + belief * Vector::<f32, N>::new(f2)) + eps;
+            let s_i = ema::<N>(s[i], belief, k.b2, k.f2) + eps;
             m[i] = m_i;
             s[i] = s_i;
             #[comptime]
@@ -974,10 +974,7 @@ pub(crate) mod kernels {
         m: &mut [Vector<f32, N>],
         v: &mut [Vector<f32, N>],
         prev: &mut [Vector<f32, N>],
-        b1: f32,
-        b2: f32,
-        f1: f32,
-        f2: f32,
+        k: Moments,
         eps: f32,
         weight_decay: f32,
         step_size: f32,
@@ -985,10 +982,6 @@ pub(crate) mod kernels {
     ) {
         let i = ABSOLUTE_POS;
         if i < param.len() {
-            let b1 = Vector::<f32, N>::new(b1);
-            let b2 = Vector::<f32, N>::new(b2);
-            let f1 = Vector::<f32, N>::new(f1);
-            let f2 = Vector::<f32, N>::new(f2);
             let eps = Vector::<f32, N>::new(eps);
             let weight_decay = Vector::<f32, N>::new(weight_decay);
             let step_size = Vector::<f32, N>::new(step_size);
@@ -997,8 +990,8 @@ pub(crate) mod kernels {
             if decays {
                 g += p * weight_decay;
             }
-            let m_i = m[i] * b1 + g * f1;
-            let v_i = v[i] * b2 + g * g * f2;
+            let m_i = ema::<N>(m[i], g, k.b1, k.f1);
+            let v_i = ema::<N>(v[i], g * g, k.b2, k.f2);
             let friction_inv = Vector::exp(-Vector::abs(prev[i] - g)) + Vector::new(1.0);
             m[i] = m_i;
             v[i] = v_i;
@@ -1043,10 +1036,7 @@ pub(crate) mod kernels {
         h: &[Vector<f32, N>],
         m: &mut [Vector<f32, N>],
         v: &mut [Vector<f32, N>],
-        b1: f32,
-        b2: f32,
-        f1: f32,
-        f2: f32,
+        k: Moments,
         bias_2: f32,
         eps: f32,
         step: f32,
@@ -1055,10 +1045,6 @@ pub(crate) mod kernels {
     ) {
         let i = ABSOLUTE_POS;
         if i < param.len() {
-            let b1 = Vector::<f32, N>::new(b1);
-            let b2 = Vector::<f32, N>::new(b2);
-            let f1 = Vector::<f32, N>::new(f1);
-            let f2 = Vector::<f32, N>::new(f2);
             let bias_2 = Vector::<f32, N>::new(bias_2);
             let eps = Vector::<f32, N>::new(eps);
             let step = Vector::<f32, N>::new(step);
@@ -1068,8 +1054,8 @@ pub(crate) mod kernels {
                 theta *= keep;
             }
             let h_i = h[i];
-            let m_i = m[i] * b1 + grad[i] * f1;
-            let v_i = v[i] * b2 + h_i * h_i * f2;
+            let m_i = ema::<N>(m[i], grad[i], k.b1, k.f1);
+            let v_i = ema::<N>(v[i], h_i * h_i, k.b2, k.f2);
             m[i] = m_i;
             v[i] = v_i;
             let den = Vector::sqrt(v_i / bias_2) + eps;
@@ -1099,8 +1085,6 @@ pub(crate) mod kernels {
     ) {
         let i = ABSOLUTE_POS;
         if i < param.len() {
-            let beta = Vector::<f32, N>::new(beta);
-            let fraction = Vector::<f32, N>::new(fraction);
             let a = Vector::<f32, N>::new(a);
             let b = Vector::<f32, N>::new(b);
             let c = Vector::<f32, N>::new(c);
@@ -1110,14 +1094,14 @@ pub(crate) mod kernels {
             let g = grad[i];
             let p = param[i];
             if hessian_scaled {
-                let mu = g * fraction + m[i] * beta;
+                let mu = g * Vector::<f32, N>::new(fraction) + m[i] * Vector::<f32, N>::new(beta);
                 m[i] = mu;
                 let u = (mu / a) / max(h[i] * b, c);
                 let u = clamp(u, -d, d);
                 param[i] = p - (u + p * e) * lr;
             } else {
                 let theta = p * a;
-                let m_i = m[i] * beta + g * fraction;
+                let m_i = ema::<N>(m[i], g, beta, fraction);
                 m[i] = m_i;
                 let ratio = m_i / (h[i] * b + Vector::new(1e-15));
                 param[i] = theta - clamp(ratio, Vector::new(-1.0), Vector::new(1.0)) * lr;
@@ -1199,7 +1183,7 @@ pub(crate) mod kernels {
         #[comptime]
         let dir = match buf {
             ComptimeOption::Some(buf) => {
-                let b = buf[i] * Vector::<f32, N>::new(mu) + g * Vector::<f32, N>::new(fraction);
+                let b = ema::<N>(buf[i], g, mu, fraction);
                 buf[i] = b;
                 b
             }
@@ -1319,10 +1303,8 @@ pub(crate) mod kernels {
     ) {
         let i = ABSOLUTE_POS;
         if i < v.len() {
-            let mu = Vector::<f32, N>::new(mu);
-            let fraction = Vector::<f32, N>::new(fraction);
             let damp = Vector::<f32, N>::new(damp);
-            v[i] = v[i] * mu + ((g[i] - c[i]) / damp) * fraction;
+            v[i] = ema::<N>(v[i], (g[i] - c[i]) / damp, mu, fraction);
         }
     }
 
@@ -1375,12 +1357,7 @@ pub(crate) mod kernels {
     ) {
         let i = ABSOLUTE_POS;
         if i < param.len() {
-            let b1 = Vector::<f32, N>::new(b1);
-            let b2 = Vector::<f32, N>::new(b2);
-            let b3 = Vector::<f32, N>::new(b3);
-            let f1 = Vector::<f32, N>::new(f1);
-            let f2 = Vector::<f32, N>::new(f2);
-            let f3 = Vector::<f32, N>::new(f3);
+            let b2_vector = Vector::<f32, N>::new(b2);
             let bias_1 = Vector::<f32, N>::new(bias_1);
             let bias_2 = Vector::<f32, N>::new(bias_2);
             let bias_3_sqrt = Vector::<f32, N>::new(bias_3_sqrt);
@@ -1388,22 +1365,22 @@ pub(crate) mod kernels {
             let lr = Vector::<f32, N>::new(lr);
             let factor = Vector::<f32, N>::new(factor);
             let g = grad[i];
-            let mut m_i = g * f1;
-            let mut v_i = g * g * f3;
+            let mut m_i = g * Vector::<f32, N>::new(f1);
+            let mut v_i = g * g * Vector::<f32, N>::new(f3);
             let mut d_i = Vector::<f32, N>::new(0.0);
             if !first {
                 let diff = neg[i] + g;
-                let nesterov = diff * b2 + g;
-                m_i = m[i] * b1 + g * f1;
-                d_i = d[i] * b2 + diff * f2;
-                v_i = v[i] * b3 + nesterov * nesterov * f3;
+                let nesterov = diff * b2_vector + g;
+                m_i = ema::<N>(m[i], g, b1, f1);
+                d_i = ema::<N>(d[i], diff, b2, f2);
+                v_i = ema::<N>(v[i], nesterov * nesterov, b3, f3);
             }
             m[i] = m_i;
             v[i] = v_i;
             d[i] = d_i;
             neg[i] = -g;
             let denom = Vector::sqrt(v_i) / bias_3_sqrt + eps;
-            let u = (m_i / bias_1) / denom + ((d_i * b2) / bias_2) / denom;
+            let u = (m_i / bias_1) / denom + ((d_i * b2_vector) / bias_2) / denom;
             let delta = u * lr;
             let p = param[i];
             if mode == 1 {
