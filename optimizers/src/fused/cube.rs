@@ -223,6 +223,80 @@ fn grid(t: &CubeTensor) -> (CubeCount, CubeDim, usize) {
     )
 }
 
+/// Launches [`kernels::adam`] over the tensors prepared by [`readable`] / [`writable`], with
+/// AMSGrad's running maximum `v_max` when given.
+fn launch_adam(
+    param: &CubeTensor,
+    grad: &CubeTensor,
+    m: &CubeTensor,
+    v: &CubeTensor,
+    v_max: Option<&CubeTensor>,
+    c: AdamConstants,
+) {
+    let (count, dim, vs) = grid(param);
+    // SAFETY: each buffer holds exactly the parameter's elements (shapes checked, see `arg`)
+    // and every unit checks its index against the parameter's length.
+    unsafe {
+        kernels::adam::launch_unchecked(
+            &param.client,
+            count,
+            dim,
+            vs,
+            arg(param, vs),
+            arg(grad, vs),
+            arg(m, vs),
+            arg(v, vs),
+            v_max.map(|t| arg(t, vs)).into(),
+            moments(c.moments),
+            c.scale_1,
+            c.scale_2,
+            c.eps,
+            c.lr,
+            c.decay,
+            c.decays,
+            c.decoupled,
+            c.cautious,
+        )
+    }
+}
+
+/// Launches [`kernels::adabelief`] over the tensors prepared by [`readable`] / [`writable`], with
+/// AMSGrad's running maximum of s when given (and whether it replaces s in the denominator).
+fn launch_adabelief(
+    param: &CubeTensor,
+    grad: &CubeTensor,
+    m: &CubeTensor,
+    s: &CubeTensor,
+    max_s: Option<(&CubeTensor, bool)>,
+    c: AdaBeliefConstants,
+) {
+    let (count, dim, vs) = grid(param);
+    let max_in_denominator = max_s.is_some_and(|(_, used)| used);
+    // SAFETY: each buffer holds exactly the parameter's elements (shapes checked, see `arg`)
+    // and every unit checks its index against the parameter's length.
+    unsafe {
+        kernels::adabelief::launch_unchecked(
+            &param.client,
+            count,
+            dim,
+            vs,
+            arg(param, vs),
+            arg(grad, vs),
+            arg(m, vs),
+            arg(s, vs),
+            max_s.map(|(t, _)| arg(t, vs)).into(),
+            moments(c.moments),
+            c.eps,
+            c.coupled,
+            c.theta_scale,
+            c.denom_scale,
+            c.adaptive_size,
+            c.sgd_size,
+            max_in_denominator,
+        )
+    }
+}
+
 impl FusedStepBackend for CubeBackend {
     fn fused_adam(
         param: CubeTensor,
@@ -232,31 +306,7 @@ impl FusedStepBackend for CubeBackend {
         c: AdamConstants,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
         let (param, grad, m, v) = (writable(param), readable(grad), writable(m), writable(v));
-        let (count, dim, vs) = grid(&param);
-        // SAFETY: each buffer holds exactly the parameter's elements (shapes checked, see `arg`)
-        // and every unit checks its index against the parameter's length.
-        unsafe {
-            kernels::adam::launch_unchecked(
-                &param.client,
-                count,
-                dim,
-                vs,
-                arg(&param, vs),
-                arg(&grad, vs),
-                arg(&m, vs),
-                arg(&v, vs),
-                None.into(),
-                moments(c.moments),
-                c.scale_1,
-                c.scale_2,
-                c.eps,
-                c.lr,
-                c.decay,
-                c.decays,
-                c.decoupled,
-                c.cautious,
-            )
-        };
+        launch_adam(&param, &grad, &m, &v, None, c);
         (param, m, v)
     }
 
@@ -268,30 +318,7 @@ impl FusedStepBackend for CubeBackend {
         c: AdaBeliefConstants,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
         let (param, grad, m, s) = (writable(param), readable(grad), writable(m), writable(s));
-        let (count, dim, vs) = grid(&param);
-        // SAFETY: each buffer holds exactly the parameter's elements (shapes checked, see `arg`)
-        // and every unit checks its index against the parameter's length.
-        unsafe {
-            kernels::adabelief::launch_unchecked(
-                &param.client,
-                count,
-                dim,
-                vs,
-                arg(&param, vs),
-                arg(&grad, vs),
-                arg(&m, vs),
-                arg(&s, vs),
-                None.into(),
-                moments(c.moments),
-                c.eps,
-                c.coupled,
-                c.theta_scale,
-                c.denom_scale,
-                c.adaptive_size,
-                c.sgd_size,
-                false,
-            )
-        };
+        launch_adabelief(&param, &grad, &m, &s, None, c);
         (param, m, s)
     }
 
@@ -305,25 +332,22 @@ impl FusedStepBackend for CubeBackend {
     ) -> (CubeTensor, CubeTensor, CubeTensor, CubeTensor) {
         let (param, grad) = (writable(param), readable(grad));
         let (a, b, c) = (writable(a), writable(b), writable(c));
-        let (count, dim, vs) = grid(&param);
-        let (client, p, g) = (&param.client, arg(&param, vs), arg(&grad, vs));
-        let states = (arg(&a, vs), arg(&b, vs), arg(&c, vs));
-        // SAFETY: each buffer holds exactly the parameter's elements (shapes checked, see `arg`)
-        // and every unit checks its index against the parameter's length.
-        unsafe {
-            match rule {
-                DeviceRule::DiffGrad(k) => {
-                    let (m, v, prev) = states;
+        match rule {
+            DeviceRule::DiffGrad(k) => {
+                let (count, dim, vs) = grid(&param);
+                // SAFETY: each buffer holds exactly the parameter's elements (shapes checked, see
+                // `arg`) and every unit checks its index against the parameter's length.
+                unsafe {
                     kernels::diffgrad::launch_unchecked(
-                        client,
+                        &param.client,
                         count,
                         dim,
                         vs,
-                        p,
-                        g,
-                        m,
-                        v,
-                        prev,
+                        arg(&param, vs),
+                        arg(&grad, vs),
+                        arg(&a, vs),
+                        arg(&b, vs),
+                        arg(&c, vs),
                         moments(k.moments),
                         k.eps,
                         k.weight_decay,
@@ -331,56 +355,21 @@ impl FusedStepBackend for CubeBackend {
                         k.decays,
                     )
                 }
-                DeviceRule::AdaBeliefAmsgrad {
-                    constants: k,
-                    max_in_denominator,
-                } => {
-                    let (m, s, max) = states;
-                    kernels::adabelief::launch_unchecked(
-                        client,
-                        count,
-                        dim,
-                        vs,
-                        p,
-                        g,
-                        m,
-                        s,
-                        Some(max).into(),
-                        moments(k.moments),
-                        k.eps,
-                        k.coupled,
-                        k.theta_scale,
-                        k.denom_scale,
-                        k.adaptive_size,
-                        k.sgd_size,
-                        max_in_denominator,
-                    )
-                }
-                DeviceRule::AdamAmsgrad(k) => {
-                    let (m, v, v_max) = states;
-                    kernels::adam::launch_unchecked(
-                        client,
-                        count,
-                        dim,
-                        vs,
-                        p,
-                        g,
-                        m,
-                        v,
-                        Some(v_max).into(),
-                        moments(k.moments),
-                        k.scale_1,
-                        k.scale_2,
-                        k.eps,
-                        k.lr,
-                        k.decay,
-                        k.decays,
-                        k.decoupled,
-                        k.cautious,
-                    )
-                }
-                other => unreachable!("{other:?} is not a three-state rule"),
             }
+            // With AMSGrad the third state is the running maximum.
+            DeviceRule::AdaBeliefAmsgrad {
+                constants,
+                max_in_denominator,
+            } => launch_adabelief(
+                &param,
+                &grad,
+                &a,
+                &b,
+                Some((&c, max_in_denominator)),
+                constants,
+            ),
+            DeviceRule::AdamAmsgrad(k) => launch_adam(&param, &grad, &a, &b, Some(&c), k),
+            other => unreachable!("{other:?} is not a three-state rule"),
         };
         (param, a, b, c)
     }
@@ -1482,23 +1471,21 @@ pub(crate) fn try_step<const D: usize, const R: usize, const K: usize>(
 }
 
 /// [`try_step`] for per-row AdaGrad-Norm ([`DeviceRule::AdaGradNormRows`]), whose `den` (`vector`,
-/// `[view[0], 1]` or `[1, view[1]]`) is broadcast over the row-major `[rows, cols]` view `view`
-/// of the parameter; the inputs and the vector back when the kernel does not apply.
+/// `[view[0], 1]` when `along_rows`, else `[1, view[1]]`, as `fused::try_step_broadcast` checked)
+/// is broadcast over the row-major `[rows, cols]` view `view` of the parameter; the inputs and
+/// the vector back when the kernel does not apply.
 pub(crate) fn try_step_broadcast<const D: usize, const R: usize, const K: usize>(
     inputs: StepInputs<D, R, K>,
     view: [usize; 2],
     vector: Tensor<2>,
+    along_rows: bool,
     init: [f32; K],
     rule: DeviceRule,
 ) -> Result<Fused<D, R, K>, Box<(StepInputs<D, R, K>, Tensor<2>)>> {
     let DeviceRule::AdaGradNormRows(c) = rule else {
         return Err(Box::new((inputs, vector)));
     };
-    // Same rule as the host loop: `[1, C]` over `[1, C]` is per column.
-    let along_rows = vector.dims() == [view[0], 1];
-    let entries = if along_rows { view[0] } else { view[1] };
-    let vector_fits = on_cube(&vector) && vector.shape().num_elements() == entries;
-    if !vector_fits || !fit(&inputs, rule) {
+    if !on_cube(&vector) || !fit(&inputs, rule) {
         return Err(Box::new((inputs, vector)));
     }
     let rule = DeviceRule::AdaGradNormRows(AdaGradNormRowConstants {

@@ -36,8 +36,8 @@
 //! same order, so the two agree to f32 rounding (bit for bit where both use correctly rounded
 //! operations; `exp` may differ by an ulp).
 //!
-//! On wgpu and cuda (features `wgpu` / `cuda`) the per-tensor optimizers (Adam, AdamW without
-//! cautious decay, Adan, diffGrad, AdaBelief and AdaGrad, AMSGrad included), AdaHessian (power 1),
+//! On wgpu and cuda (features `wgpu` / `cuda`) the per-tensor optimizers (Adam, AdamW with or
+//! without cautious decay, Adan, diffGrad, AdaBelief and AdaGrad, AMSGrad included), AdaHessian (power 1),
 //! Sophia-G/H, AdaGrad-Norm (global and per-row, its `den` read broadcast by row or column) and
 //! M-FAC's elementwise passes run one CubeCL kernel per tensor step instead (`cube`): a Burn
 //! backend extension that joins Burn's fusion stream as one operation, in place when the buffers
@@ -262,14 +262,17 @@ pub(crate) fn try_step_broadcast<const D: usize, const R: usize, const K: usize>
         dims == [view[0], 1] || dims == [1, view[1]],
         "fused step: a {dims:?} vector does not broadcast over {view:?} along one axis"
     );
+    // One value per row, else per column: `[1, C]` over `[1, C]` is per column (and `[1, 1]`
+    // over `[1, 1]` is either). Decided here once for the host loop and the device kernel.
+    let along_rows = dims == [view[0], 1];
     let result = if fallback_forced() {
         Fused::Declined(inputs)
     } else {
-        match on_device_broadcast(inputs, view, vector, init, rule) {
+        match on_device_broadcast(inputs, view, vector, along_rows, init, rule) {
             Ok(done) => done,
             Err(back) => {
                 let (inputs, vector) = *back;
-                run_broadcast(inputs, view, vector, init, update)
+                run_broadcast(inputs, view, vector, along_rows, init, update)
             }
         }
     };
@@ -289,14 +292,15 @@ fn on_device_broadcast<const D: usize, const R: usize, const K: usize>(
     inputs: StepInputs<D, R, K>,
     view: [usize; 2],
     vector: Tensor<2>,
+    along_rows: bool,
     init: [f32; K],
     rule: DeviceRule,
 ) -> Result<Fused<D, R, K>, DeclinedBroadcast<D, R, K>> {
     #[cfg(feature = "cube")]
-    return cube::try_step_broadcast(inputs, view, vector, init, rule);
+    return cube::try_step_broadcast(inputs, view, vector, along_rows, init, rule);
     #[cfg(not(feature = "cube"))]
     {
-        let _ = (view, init, rule);
+        let _ = (view, along_rows, init, rule);
         Err(Box::new((inputs, vector)))
     }
 }
@@ -315,6 +319,7 @@ fn run_broadcast<const D: usize, const R: usize, const K: usize>(
     inputs: StepInputs<D, R, K>,
     _view: [usize; 2],
     _vector: Tensor<2>,
+    _along_rows: bool,
     _init: [f32; K],
     _update: &(impl Fn(&mut f32, [f32; R], f32, &mut [f32; K]) + Sync + Copy),
 ) -> Fused<D, R, K> {
@@ -430,6 +435,7 @@ fn run_broadcast<const D: usize, const R: usize, const K: usize>(
     inputs: StepInputs<D, R, K>,
     view: [usize; 2],
     vector: Tensor<2>,
+    along_rows: bool,
     init: [f32; K],
     update: &(impl Fn(&mut f32, [f32; R], f32, &mut [f32; K]) + Sync + Copy),
 ) -> Fused<D, R, K> {
@@ -438,8 +444,7 @@ fn run_broadcast<const D: usize, const R: usize, const K: usize>(
     let Some(kind) = host_kind(&inputs.param) else {
         return Fused::Declined(inputs);
     };
-    // `[1, 1]` over `[1, 1]` either way; a `[1, C]` vector over `[1, C]` is per column.
-    let along = if vector.dims() == [view[0], 1] {
+    let along = if along_rows {
         kernel::Along::Rows
     } else {
         kernel::Along::Columns
