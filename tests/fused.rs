@@ -1,8 +1,8 @@
 //! Fused optimizer steps (issue #8), on every backend:
 //! - every fused optimizer against its own tensor-op path (`with_fallback`) on random data, within
 //!   f32 rounding, with the path counters showing the fused step ran: the host loop on flex and
-//!   ndarray, the CubeCL kernel on wgpu (for the configurations it covers; the others fall
-//!   back), for a small tensor and one large enough to be split across threads;
+//!   ndarray, the CubeCL kernel on wgpu (every configuration has one), for a small tensor and one
+//!   large enough to be split across threads;
 //! - the drop-ins against Burn's own `Adam`, `AdamW` and `Adan`, and firebox's AdaGrad against
 //!   Burn's `AdaGrad`;
 //! - copy-on-write for shared parameters, the fallback for non-contiguous tensors, and a whole
@@ -82,14 +82,7 @@ fn fuses_on_device(backend: BackendName) -> bool {
 }
 
 /// Runs `optim` on both paths and on a reference; checks agreement and the paths taken.
-/// `kernel`: whether the configuration has a CubeCL kernel (the others fall back on wgpu/cuda).
-fn check<O: Optimizer, R: Optimizer>(
-    name: &str,
-    optim: &O,
-    reference: Option<&R>,
-    lr: f64,
-    kernel: bool,
-) {
+fn check<O: Optimizer, R: Optimizer>(name: &str, optim: &O, reference: Option<&R>, lr: f64) {
     for (backend, device) in common::devices() {
         // 7·129 elements (one chunk) and 300·450 = 135000 (split over threads).
         for shape in [[67, 129], [300, 450]] {
@@ -98,7 +91,7 @@ fn check<O: Optimizer, R: Optimizer>(
             let ran = path_counts() - before;
             let fallback = with_fallback(|| run(optim, &device, shape, false, lr));
             let fallback_ran = path_counts() - before - ran;
-            let expected = if fuses(backend) || (kernel && fuses_on_device(backend)) {
+            let expected = if fuses(backend) || fuses_on_device(backend) {
                 PathCounts {
                     fused: STEPS,
                     fallback: 0,
@@ -161,7 +154,6 @@ fn adam_and_adamw_fused_match_burns() {
                     .build(),
             ),
             1e-2,
-            true,
         );
         for cautious in [false, true] {
             check(
@@ -179,7 +171,6 @@ fn adam_and_adamw_fused_match_burns() {
                         .build(),
                 ),
                 1e-2,
-                true,
             );
         }
     }
@@ -201,7 +192,6 @@ fn adan_fused_matches_burns() {
                     .build(),
             ),
             1e-2,
-            true,
         );
     }
 }
@@ -214,7 +204,6 @@ fn firebox_optimizers_fused_match_their_tensor_op_path() {
             &DiffGradConfig::new().with_weight_decay(wd).build(),
             None,
             1e-2,
-            true,
         );
     }
     let adabelief = [
@@ -232,13 +221,7 @@ fn firebox_optimizers_fused_match_their_tensor_op_path() {
         AdaBeliefConfig::new().with_degenerated_to_sgd(false),
     ];
     for (i, config) in adabelief.iter().enumerate() {
-        check::<_, NoReference>(
-            &format!("AdaBelief #{i}"),
-            &config.build(),
-            None,
-            1e-2,
-            true,
-        );
+        check::<_, NoReference>(&format!("AdaBelief #{i}"), &config.build(), None, 1e-2);
     }
     check::<_, NoReference>(
         "AdaGrad (initial accumulator, L2, lr decay)",
@@ -249,7 +232,6 @@ fn firebox_optimizers_fused_match_their_tensor_op_path() {
             .build(),
         None,
         5e-2,
-        true,
     );
     // With the accumulator starting at 0, firebox's AdaGrad is Burn's.
     check(
@@ -257,7 +239,6 @@ fn firebox_optimizers_fused_match_their_tensor_op_path() {
         &AdaGradInitConfig::new().with_epsilon(1e-5).build(),
         Some(&AdaGradConfig::new().with_epsilon(1e-5).build()),
         5e-2,
-        true,
     );
 }
 
@@ -475,13 +456,8 @@ fn sophia_fused_matches_its_tensor_op_path() {
 
 /// Runs `run(model)` (4 steps of a module-level optimizer on a 300×450 `Linear`) on
 /// both paths on every backend: the same weights within f32 rounding, and `fused_steps` fused
-/// tensor steps on the CPU backends and, when `kernel`, on the CubeCL ones (none elsewhere).
-fn check_module(
-    name: &str,
-    fused_steps: usize,
-    kernel: bool,
-    run: impl Fn(&burn::nn::Linear) -> Tensor<2>,
-) {
+/// tensor steps on the CPU backends and on the CubeCL ones (none elsewhere).
+fn check_module(name: &str, fused_steps: usize, run: impl Fn(&burn::nn::Linear) -> Tensor<2>) {
     use burn::nn::LinearConfig;
 
     for (backend, device) in common::devices() {
@@ -491,7 +467,7 @@ fn check_module(
         let before = path_counts();
         let fused = run(&model);
         let ran = path_counts() - before;
-        let expected = if fuses(backend) || (kernel && fuses_on_device(backend)) {
+        let expected = if fuses(backend) || fuses_on_device(backend) {
             fused_steps
         } else {
             0
@@ -512,7 +488,6 @@ fn adahessian_fused_matches_its_tensor_op_path() {
         check_module(
             &format!("AdaHessian power {power} wd {wd}"),
             fused_steps,
-            true,
             |model| {
                 let mut optim = AdaHessianConfig::new()
                     .with_hessian_power(power)
@@ -535,22 +510,17 @@ fn adagrad_norm_fused_matches_its_tensor_op_path() {
     use firebox::optim::adagrad_norm::AdaGradNormConfig;
 
     for (momentum, wd) in [(0.0, 0.0), (0.9, 0.01)] {
-        check_module(
-            &format!("AdaGrad-Norm momentum {momentum}"),
-            4,
-            true,
-            |model| {
-                let mut optim = AdaGradNormConfig::new()
-                    .with_momentum(momentum)
-                    .with_weight_decay(wd)
-                    .init();
-                let mut m = model.clone();
-                for step in 0..4u64 {
-                    m = optim.step(0.1, m.clone(), model_grads(&m, 10 + step, 0.1));
-                }
-                m.weight.val().inner()
-            },
-        );
+        check_module(&format!("AdaGrad-Norm momentum {momentum}"), 4, |model| {
+            let mut optim = AdaGradNormConfig::new()
+                .with_momentum(momentum)
+                .with_weight_decay(wd)
+                .init();
+            let mut m = model.clone();
+            for step in 0..4u64 {
+                m = optim.step(0.1, m.clone(), model_grads(&m, 10 + step, 0.1));
+            }
+            m.weight.val().inner()
+        });
     }
 }
 
@@ -604,21 +574,16 @@ fn bits<const D: usize>(t: Tensor<D>) -> Vec<u32> {
 }
 
 /// Runs `run` on both paths on every backend: bit for bit the same values, `fused_steps` fused
-/// tensor steps on the CPU backends and, when `kernel`, on the CubeCL ones (none elsewhere, where
-/// every step falls back).
-fn check_bitwise(
-    name: &str,
-    fused_steps: usize,
-    kernel: bool,
-    run: impl Fn(&Device) -> Vec<Vec<u32>>,
-) {
+/// tensor steps on the CPU backends and on the CubeCL ones (none elsewhere, where every step
+/// falls back).
+fn check_bitwise(name: &str, fused_steps: usize, run: impl Fn(&Device) -> Vec<Vec<u32>>) {
     for (backend, device) in common::devices() {
         let before = path_counts();
         let fused = run(&device);
         let ran = path_counts() - before;
         let tensor_ops = with_fallback(|| run(&device));
         let fallback_ran = path_counts() - before - ran;
-        let expected = if fuses(backend) || (kernel && fuses_on_device(backend)) {
+        let expected = if fuses(backend) || fuses_on_device(backend) {
             (fused_steps, 0)
         } else {
             (0, fused_steps)
@@ -654,7 +619,7 @@ fn per_row_adagrad_norm_fused_is_bit_identical_to_its_tensor_op_path() {
             let name = format!("per-row AdaGrad-Norm {rows:?} momentum {momentum} wd {wd}");
             // Every parameter, every step: the matrix and the kernel with the broadcast
             // accumulator, the vector and the 3-D tensor per element.
-            check_bitwise(&name, 5 * ROW_STEPS, true, |device| {
+            check_bitwise(&name, 5 * ROW_STEPS, |device| {
                 let mut optim = AdaGradNormConfig::new()
                     .with_granularity(Granularity::PerRow)
                     .with_matrix_rows(rows)
@@ -705,7 +670,6 @@ fn mfac_fused_is_bit_identical_to_its_tensor_op_path() {
         check_bitwise(
             &format!("M-FAC momentum {momentum} wd {wd}"),
             per_step * MFAC_STEPS,
-            true,
             |device| {
                 let mut optim = MfacConfig::new()
                     .with_ngrads(4)
